@@ -1,0 +1,94 @@
+"""Build and tidy nbgrader notebooks from Python, for course authors.
+
+The ``.ipynb`` files in ``source/`` are the source of truth; these helpers
+write cells with the right nbgrader metadata (schema 3) and stable ids, and
+:func:`write_notebook` saves in the canonical form the tests expect (no
+outputs, no execution counts, nbformat 4.5, written by ``nbformat.writes`` like Jupyter does).
+
+Cell kinds (``cell_id`` doubles as the nbgrader ``grade_id`` where one is needed):
+
+- :func:`markdown`: explanation (no nbgrader metadata);
+- :func:`code`: demo or set-up code the learner may run and change;
+- :func:`solution`: an answer cell with ``### BEGIN SOLUTION`` / ``### END SOLUTION``;
+- :func:`tests`: a locked, graded test cell (visible checks, then
+  ``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS``);
+- :func:`readonly`: a locked code cell the learner cannot change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+LANGUAGE_INFO = {"name": "python", "pygments_lexer": "ipython3"}
+
+
+def _nbgrader(grade_id: str, *, grade: bool, solution: bool, locked: bool, points: float | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"grade": grade, "grade_id": grade_id, "locked": locked,
+                            "schema_version": 3, "solution": solution}
+    if grade:
+        meta["points"] = points
+    return meta
+
+
+def markdown(cell_id: str, text: str) -> Any:
+    return nbformat.v4.new_markdown_cell(text.strip("\n"), id=cell_id)
+
+
+def code(cell_id: str, text: str) -> Any:
+    return nbformat.v4.new_code_cell(text.strip("\n"), id=cell_id)
+
+
+def solution(cell_id: str, text: str) -> Any:
+    cell = code(cell_id, text)
+    cell.metadata["nbgrader"] = _nbgrader(cell_id, grade=False, solution=True, locked=False)
+    return cell
+
+
+def tests(cell_id: str, text: str, points: float) -> Any:
+    cell = code(cell_id, text)
+    cell.metadata["nbgrader"] = _nbgrader(cell_id, grade=True, solution=False, locked=True, points=points)
+    return cell
+
+
+def readonly(cell_id: str, text: str) -> Any:
+    cell = code(cell_id, text)
+    cell.metadata["nbgrader"] = _nbgrader(cell_id, grade=False, solution=False, locked=True)
+    return cell
+
+
+def canonical_json(nb: Any) -> str:
+    """The exact text a committed notebook must have."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def write_notebook(path: str | Path, cells: list[Any]) -> Path:
+    """Validate and save a notebook of ``cells`` in canonical form; returns the path."""
+    nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": KERNELSPEC, "language_info": LANGUAGE_INFO})
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate cell ids in {path}: {sorted({i for i in ids if ids.count(i) > 1})}")
+    nbformat.validate(nb)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(canonical_json(nb), encoding="utf-8")
+    return path
+
+
+def tidy(path: str | Path) -> bool:
+    """Rewrite a notebook in canonical form (outputs cleared); True if it changed."""
+    path = Path(path)
+    before = path.read_text(encoding="utf-8")
+    after = canonical_json(nbformat.reads(before, as_version=4))
+    if after != before:
+        path.write_text(after, encoding="utf-8")
+    return after != before

@@ -1,0 +1,141 @@
+"""Plots the notebooks share: curves, functions, fits, images, confusion matrices.
+
+Each function draws on the given matplotlib ``ax`` (or a new figure) and
+returns the axes, so notebooks can combine plots in one figure.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+__all__ = [
+    "plot_confusion_matrix",
+    "plot_curves",
+    "plot_fit_1d",
+    "plot_function_and_derivative",
+    "show_images",
+]
+
+
+def _axes(ax: plt.Axes | None, figsize: tuple[float, float] = (6, 4)) -> plt.Axes:
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def plot_curves(
+    curves: Mapping[str, Sequence[float]],
+    *,
+    xlabel: str = "epoch",
+    ylabel: str = "loss",
+    title: str | None = None,
+    logy: bool = False,
+    ax: plt.Axes | None = None,
+) -> plt.Axes:
+    """One line per named sequence, e.g. ``{"train": losses, "validation": val_losses}``."""
+    ax = _axes(ax)
+    for name, values in curves.items():
+        ax.plot(np.arange(1, len(values) + 1), values, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def plot_function_and_derivative(
+    f: Callable[[np.ndarray], np.ndarray],
+    df: Callable[[np.ndarray], np.ndarray],
+    *,
+    name: str,
+    low: float = -5.0,
+    high: float = 5.0,
+    ax: plt.Axes | None = None,
+) -> plt.Axes:
+    """Plot ``f(z)`` and ``df(z)`` on a grid of 401 points; both take and return ``N x 1`` arrays."""
+    ax = _axes(ax, (5, 3.5))
+    z = np.linspace(low, high, 401).reshape(-1, 1)
+    ax.plot(z, f(z), label=f"{name}(z)")
+    ax.plot(z, df(z), "--", label=f"d{name}/dz")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.axvline(0, color="grey", lw=0.5)
+    ax.set_xlabel("z")
+    ax.set_title(name)
+    ax.legend()
+    return ax
+
+
+def plot_fit_1d(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_grid: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    *,
+    ax: plt.Axes | None = None,
+) -> plt.Axes:
+    """Scatter the training points and draw each named prediction curve over ``x_grid``."""
+    ax = _axes(ax)
+    ax.scatter(np.ravel(x_train), np.ravel(y_train), s=12, alpha=0.6, label="training points")
+    order = np.argsort(np.ravel(x_grid))
+    for name, y in predictions.items():
+        ax.plot(np.ravel(x_grid)[order], np.ravel(y)[order], lw=2, label=name)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.legend()
+    return ax
+
+
+def show_images(
+    images: np.ndarray,
+    titles: Sequence[str] | None = None,
+    *,
+    n_cols: int = 8,
+    image_shape: tuple[int, int] | None = None,
+) -> plt.Figure:
+    """Show a grid of grey-scale images (``N x H x W``, or ``N x H*W`` with ``image_shape``)."""
+    images = np.asarray(images)
+    if image_shape is not None:
+        images = images.reshape((-1, *image_shape))
+    n = len(images)
+    n_rows = max(1, int(np.ceil(n / n_cols)))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols, 1.5 * n_rows), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k < n:
+            ax.imshow(images[k], cmap="gray_r")
+            if titles is not None:
+                ax.set_title(titles[k], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    *,
+    num_classes: int,
+    ax: plt.Axes | None = None,
+) -> plt.Axes:
+    """Counts of (true class, predicted class) pairs as a heat map with the numbers written in."""
+    labels = np.asarray(labels, dtype=np.int64)
+    predictions = np.asarray(predictions, dtype=np.int64)
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (labels, predictions), 1)
+    ax = _axes(ax, (5, 5))
+    ax.imshow(counts, cmap="Blues")
+    for i in range(num_classes):
+        for j in range(num_classes):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center",
+                    color="white" if counts[i, j] > counts.max() / 2 else "black", fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_xticks(range(num_classes))
+    ax.set_yticks(range(num_classes))
+    return ax

@@ -1,0 +1,91 @@
+"""nbgrader configuration of the MyTorch course.
+
+Paths are relative to this file, so the course works from any checkout.
+Settings follow measured nbgrader 0.9.6 behaviour (see the README's section
+for course authors): warnings must not zero a correct answer, deleted test
+cells come back, stubs say what to implement, feedback hides hidden tests.
+"""
+
+import os
+import sys
+
+COURSE_ROOT = os.path.dirname(os.path.abspath(__file__))
+if COURSE_ROOT not in sys.path:
+    sys.path.insert(0, COURSE_ROOT)
+
+from nbgrader.preprocessors import (  # noqa: E402
+    ClearHiddenTests,
+    ClearMarkScheme,
+    ClearOutput,
+    CheckCellMetadata,
+    ComputeChecksums,
+    GetGrades,
+    IncludeHeaderFooter,
+    InstantiateTests,
+    LockCells,
+    SaveCells,
+)
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+
+from course_tools.nbgrader_ext import ClearSolutionsNamed, ScrubHiddenTracebacks  # noqa: E402
+
+# Kernels started by nbgrader inherit this environment:
+# - one thread for BLAS and PyTorch (on small machines the defaults make run
+#   times swing by 50x and can trip the per-cell timeout);
+# - the course root on PYTHONPATH so hidden tests can import the reference
+#   components of ``course_tools`` (never shipped to learners).
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+_pythonpath = os.environ.get("PYTHONPATH", "")
+if COURSE_ROOT not in _pythonpath.split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (COURSE_ROOT, _pythonpath) if p)
+
+c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
+
+c.CourseDirectory.course_id = "mytorch"
+c.CourseDirectory.root = COURSE_ROOT
+
+# Release stubs that name what to write; module-level answers become `None`.
+c.ClearSolutions.code_stub = {
+    "python": '# YOUR CODE HERE\nraise NotImplementedError("replace this line with your code")'
+}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+c.GenerateAssignment.preprocessors = [
+    IncludeHeaderFooter,
+    InstantiateTests,
+    LockCells,
+    ClearSolutionsNamed,
+    ClearOutput,
+    CheckCellMetadata,
+    ComputeChecksums,
+    SaveCells,
+    ClearHiddenTests,
+    ClearMarkScheme,
+    ComputeChecksums,
+    CheckCellMetadata,
+]
+
+# Execution while autograding: a cell may run 120 s (the PyTorch training
+# cells are the longest, well under that single-threaded); a stuck cell is
+# interrupted and the rest of the notebook still runs.
+c.Execute.timeout = 120
+c.Execute.startup_timeout = 60
+c.Execute.interrupt_on_timeout = True
+
+# Any stderr output zeroes a graded cell. Drop stderr blocks that are Python
+# warnings (RuntimeWarning from NumPy, UserWarning from PyTorch, ...), so a
+# harmless warning never costs a correct answer its points.
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = r"\w*Warning: |warnings\.warn\("
+
+# A learner who deletes a locked test cell gets it back from the gradebook
+# instead of a silent zero.
+c.OverwriteCells.add_missing_cells = True
+
+# Feedback: remove hidden test source and the tracebacks that would quote it.
+c.GenerateFeedback.preprocessors = [
+    GetGrades,
+    ClearHiddenTests,
+    ScrubHiddenTracebacks,
+    CSSHTMLHeaderPreprocessor,
+]
