@@ -70,9 +70,14 @@ def canonical_json(nb: Any) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def write_notebook(path: str | Path, cells: list[Any]) -> Path:
-    """Validate and save a notebook of ``cells`` in canonical form; returns the path."""
-    nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": KERNELSPEC, "language_info": LANGUAGE_INFO})
+def write_notebook(path: str | Path, cells: list[Any], *, total_points: float) -> Path:
+    """Validate and save a notebook of ``cells`` in canonical form; returns the path.
+
+    ``total_points`` is the notebook's declared total (notebook metadata
+    ``mytorch.total_points``); the tests check that the graded cells add up to it.
+    """
+    metadata = {"kernelspec": KERNELSPEC, "language_info": LANGUAGE_INFO, "mytorch": {"total_points": total_points}}
+    nb = nbformat.v4.new_notebook(cells=cells, metadata=metadata)
     nb.nbformat, nb.nbformat_minor = 4, 5
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
