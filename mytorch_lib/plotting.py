@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "plot_confusion_matrix",
     "plot_curves",
+    "plot_feature_histograms",
     "plot_fit_1d",
     "plot_function_and_derivative",
     "show_images",
@@ -139,3 +140,30 @@ def plot_confusion_matrix(
     ax.set_xticks(range(num_classes))
     ax.set_yticks(range(num_classes))
     return ax
+
+
+def plot_feature_histograms(
+    batches: Mapping[str, np.ndarray],
+    *,
+    feature_names: Sequence[str] | None = None,
+    bins: int = 30,
+) -> np.ndarray:
+    """One panel per named ``N x C`` batch, each overlaying the histograms of its C features.
+
+    Shows what a normalisation does to a batch, e.g.
+    ``{"before": Z, "after BatchNorm": BZ}``; every panel gets its own x range.
+    Returns the array of axes.
+    """
+    fig, axes = plt.subplots(1, len(batches), figsize=(4.5 * len(batches), 3.2), squeeze=False)
+    for ax, (title, batch) in zip(axes[0], batches.items()):
+        batch = np.asarray(batch, dtype=np.float64).reshape(len(batch), -1)
+        names = feature_names or [f"feature {j}" for j in range(batch.shape[1])]
+        for j in range(batch.shape[1]):
+            column = batch[:, j]
+            ax.hist(column, bins=bins, alpha=0.5, label=f"{names[j]}: mean {column.mean():.3g}, std {column.std():.3g}")
+        ax.set_title(title)
+        ax.set_xlabel("value")
+        ax.set_ylabel("count")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return axes[0]
