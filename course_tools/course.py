@@ -10,6 +10,7 @@ with the settings of the repository's ``nbgrader_config.py``.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,10 @@ class Workspace:
         if self._api is None:
             from nbgrader.apps import NbGraderAPI
             from nbgrader.coursedir import CourseDirectory
+            from sqlalchemy.exc import SAWarning
+
+            # nbgrader 0.9.6 with SQLAlchemy 2.1 warns about its own session use; harmless.
+            warnings.filterwarnings("ignore", category=SAWarning)
 
             config = load_config()
             config.CourseDirectory.root = str(self.root)
