@@ -50,6 +50,10 @@ c.ClearSolutions.code_stub = {
     "python": '# YOUR CODE HERE\nraise NotImplementedError("replace this line with your code")'
 }
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+# Every release notebook starts with the shared header: a read-only set-up cell
+# (installs mytorch_lib on Colab only, silent elsewhere) and how-to-work notes.
+# nbgrader opens this path as given, so it is made absolute from this file.
+c.IncludeHeaderFooter.header = os.path.join(COURSE_ROOT, "source", "header.ipynb")
 c.GenerateAssignment.preprocessors = [
     IncludeHeaderFooter,
     InstantiateTests,
