@@ -151,16 +151,20 @@ def plot_feature_histograms(
     """One panel per named ``N x C`` batch, each overlaying the histograms of its C features.
 
     Shows what a normalisation does to a batch, e.g.
-    ``{"before": Z, "after BatchNorm": BZ}``; every panel gets its own x range.
+    ``{"before": Z, "after BatchNorm": BZ}``. The features of a panel share its bins, so a
+    feature on a much smaller scale than the others shows as a single spike.
     Returns the array of axes.
     """
     fig, axes = plt.subplots(1, len(batches), figsize=(4.5 * len(batches), 3.2), squeeze=False)
     for ax, (title, batch) in zip(axes[0], batches.items()):
         batch = np.asarray(batch, dtype=np.float64).reshape(len(batch), -1)
         names = feature_names or [f"feature {j}" for j in range(batch.shape[1])]
+        low, high = float(batch.min()), float(batch.max())
+        edges = np.linspace(low, high, bins + 1) if high > low else bins  # shared: scales stay comparable
         for j in range(batch.shape[1]):
             column = batch[:, j]
-            ax.hist(column, bins=bins, alpha=0.5, label=f"{names[j]}: mean {column.mean():.3g}, std {column.std():.3g}")
+            mean, std = round(float(column.mean()), 6) + 0.0, float(column.std())
+            ax.hist(column, bins=edges, alpha=0.5, label=f"{names[j]}: mean {mean:.3g}, std {std:.3g}")
         ax.set_title(title)
         ax.set_xlabel("value")
         ax.set_ylabel("count")
