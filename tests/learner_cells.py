@@ -1,16 +1,20 @@
-"""Run learner code against grader modules, in this process or through nbgrader (helpers for the NumPy tests).
+"""Run a notebook's graded cells on given learner code, in this process or through nbgrader.
 
-In process: :func:`run_as_notebook` executes answer-cell code the way a kernel
-does (one namespace named ``__main__``), and :func:`failing` lists the graded
-cells whose hidden check raises for it. Through nbgrader: :func:`whole_cell`
-and :func:`submission` build a learner-style submission of a whole assignment
-for the ``grading`` fixture.
+In process: :func:`run_as_notebook` executes a source notebook's import cells
+and answer cells (the reference solution, or the code given for a cell) the
+way a kernel does, in one namespace named ``__main__``; :func:`failing` then
+runs each graded test cell there (visible checks and hidden tests alike) and
+lists those that raise. Through nbgrader: :func:`whole_cell` and
+:func:`submission` build a learner-style submission for the ``grading`` fixture.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
 import textwrap
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import nbformat
 
@@ -18,32 +22,60 @@ from course_tools.course import SOURCE_DIR, notebooks
 from course_tools.submissions import learner_notebook, solution_text
 
 
+def _cells(assignment: str, notebook: str) -> list[Any]:
+    return nbformat.read(SOURCE_DIR / assignment / f"{notebook}.ipynb", as_version=4).cells
+
+
+def _meta(cell: Any) -> dict[str, Any]:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def _is_import_only(source: str) -> bool:
+    tree = ast.parse(source)
+    return bool(tree.body) and all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in tree.body)
+
+
 def reference_code(assignment: str, notebook: str, grade_id: str) -> str:
     """The solution of an answer cell, as a learner who got it right would write it (no markers)."""
-    nb = nbformat.read(SOURCE_DIR / assignment / f"{notebook}.ipynb", as_version=4)
-    for cell in nb.cells:
+    for cell in _cells(assignment, notebook):
         if cell.get("id") == grade_id:
             return solution_text(cell.source)
     raise KeyError(f"{assignment}/{notebook} has no cell {grade_id}")
 
 
-def run_as_notebook(*cells: str) -> dict[str, Any]:
-    """Execute code cells like a kernel: one namespace whose ``__name__`` is ``__main__``, numpy imported."""
+def run_as_notebook(assignment: str, notebook: str, answers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The namespace after the notebook's import cells and answer cells ran, in order.
+
+    ``answers`` maps the grade_id of an answer cell to the code that replaces its reference solution.
+    """
+    answers = dict(answers or {})
     namespace: dict[str, Any] = {"__name__": "__main__"}
-    for cell in ("import numpy as np",) + cells:
-        exec(compile(textwrap.dedent(cell), "<learner cell>", "exec"), namespace)
+    for cell in _cells(assignment, notebook):
+        if cell.cell_type != "code":
+            continue
+        meta = _meta(cell)
+        if meta.get("solution") and not meta.get("grade"):
+            code = answers.pop(cell.id, None) or solution_text(cell.source)
+        elif _is_import_only(cell.source):
+            code = cell.source
+        else:
+            continue
+        exec(compile(textwrap.dedent(code), f"<{notebook}: {cell.id}>", "exec"), namespace)
+    if answers:
+        raise KeyError(f"{assignment}/{notebook} has no answer cells {sorted(answers)}")
     return namespace
 
 
-def failing(checks: Any, cells: tuple[str, ...], namespace: dict[str, Any]) -> set[str]:
-    """The graded cells (names of functions of the grader module ``checks``) whose check raises."""
+def failing(assignment: str, notebook: str, namespace: dict[str, Any]) -> set[str]:
+    """grade_ids of the graded test cells that raise when run in ``namespace`` (their output is discarded)."""
     failed = set()
-    for cell in cells:
-        check: Callable[[dict[str, Any]], None] = getattr(checks, cell)
-        try:
-            check(namespace)
-        except Exception:
-            failed.add(cell)
+    for cell in _cells(assignment, notebook):
+        if cell.cell_type == "code" and _meta(cell).get("grade"):
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    exec(compile(cell.source, f"<{notebook}: {cell.id}>", "exec"), namespace)
+            except Exception:
+                failed.add(cell.id)
     return failed
 
 

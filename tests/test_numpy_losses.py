@@ -1,10 +1,11 @@
 """Hidden tests of 02_numpy_library/3_losses: any right style scores, each bug costs its own cells, cheats fail.
 
-Fast checks run the grader module (course_tools.hidden.losses_checks) in this
-process on learner code executed as a notebook would run it; two submissions
-go through the real nbgrader pipeline: alternative right answers (full marks)
-and specific bugs (the right cells lost) next to a monkeypatching cheat in the
-SGD notebook (nothing scored there).
+Fast checks run the notebook's graded cells (visible checks and hidden tests,
+which call course_tools.hidden.losses_checks) in this process on learner code
+executed as a kernel would run it. Two submissions go through the real
+nbgrader pipeline: alternative right answers (full marks), and specific bugs
+(the right cells lost) next to a monkeypatching cheat in the SGD notebook
+(nothing scored there).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from course_tools.hidden import losses_checks
 from learner_cells import failing, reference_code, run_as_notebook, submission, whole_cell
 
 ASSIGNMENT = "02_numpy_library"
+NOTEBOOK = "3_losses"
 CELLS = ("mse_forward", "mse_backward", "ce_forward", "ce_stable", "ce_backward")
 
 # --- learner code: right answers in other styles ----------------------------------------------
@@ -100,36 +102,41 @@ CE_BUGS = {
 
 
 def reference(grade_id: str) -> str:
-    return reference_code(ASSIGNMENT, "3_losses", grade_id)
+    return reference_code(ASSIGNMENT, NOTEBOOK, grade_id)
 
 
-def test_reference_passes_every_check():
-    assert failing(losses_checks, CELLS, run_as_notebook(reference("mse_class"), reference("ce_class"))) == set()
+def failing_cells(mse: str | None = None, ce: str | None = None) -> set[str]:
+    """Graded cells of 3_losses that fail with this code in the answer cells (reference where None)."""
+    answers = {cell: code for cell, code in (("mse_class", mse), ("ce_class", ce)) if code is not None}
+    return failing(ASSIGNMENT, NOTEBOOK, run_as_notebook(ASSIGNMENT, NOTEBOOK, answers))
+
+
+def test_reference_passes_every_cell():
+    assert failing_cells() == set()
 
 
 @pytest.mark.parametrize("mse, ce", [(MSE_MEAN, CE_SCIPY_EINSUM), (MSE_ONES_VECTORS, CE_ONES_VECTORS)],
                          ids=["mean-scipy-einsum", "ones-vectors"])
 def test_right_answers_in_other_styles_pass(mse: str, ce: str):
-    assert failing(losses_checks, CELLS, run_as_notebook(mse, ce)) == set()
+    assert failing_cells(mse, ce) == set()
 
 
 @pytest.mark.parametrize("bug", list(MSE_BUGS) + list(CE_BUGS))
 def test_each_bug_fails_exactly_its_cells(bug: str):
-    mse, ce = reference("mse_class"), reference("ce_class")
-    find, replace, expected = MSE_BUGS.get(bug) or CE_BUGS[bug]
-    target = mse if bug in MSE_BUGS else ce
-    assert find in target, f"the reference solution no longer contains {find!r}: update this test"
-    buggy = target.replace(find, replace)
-    namespace = run_as_notebook(buggy, ce) if bug in MSE_BUGS else run_as_notebook(mse, buggy)
-    assert failing(losses_checks, CELLS, namespace) == expected
+    cell, (find, replace, expected) = ("mse_class", MSE_BUGS[bug]) if bug in MSE_BUGS else ("ce_class", CE_BUGS[bug])
+    code = reference(cell)
+    assert find in code, f"the reference solution no longer contains {find!r}: update this test"
+    assert failing_cells(**{cell[:-6]: code.replace(find, replace)}) == expected
 
 
 def test_patched_numpy_is_refused():
-    namespace = run_as_notebook(reference("mse_class"), reference("ce_class"))
+    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK)
     genuine = np.allclose
     np.allclose = lambda *args, **kwargs: True
     try:
-        assert failing(losses_checks, CELLS, namespace) == set(CELLS)
+        for cell in CELLS:
+            with pytest.raises(AssertionError, match="grading refused"):
+                getattr(losses_checks, cell)(namespace)
     finally:
         np.allclose = genuine
 

@@ -1,17 +1,19 @@
 """Hidden tests of 02_numpy_library/4_sgd: any right style scores, each bug costs its own cells, cheats fail.
 
-Fast checks run the grader module (course_tools.hidden.sgd_checks) in this
-process on learner code executed as a notebook would run it; two submissions
-go through the real nbgrader pipeline: a right SGD in another style next to a
-broken Linear in the layers notebook (full marks here: the SGD tests use the
-grader's layers), and a specific momentum bug (only that cell lost) next to a
-monkeypatching cheat in the losses notebook (nothing scored there).
+Fast checks run the notebook's graded cells (visible checks and hidden tests,
+which call course_tools.hidden.sgd_checks) in this process on learner code
+executed as a kernel would run it. Two submissions go through the real nbgrader
+pipeline: a right SGD in another style next to a broken Linear in the layers
+notebook (full marks here: the SGD tests use the grader's layers), and a
+specific momentum bug (only that cell lost) next to a monkeypatching cheat in
+the losses notebook (nothing scored there).
 """
 
 from __future__ import annotations
 
+import math
+
 import nbformat
-import numpy as np
 import pytest
 
 from course_tools.course import SOURCE_DIR
@@ -19,6 +21,7 @@ from course_tools.hidden import sgd_checks
 from learner_cells import failing, reference_code, run_as_notebook, submission, whole_cell
 
 ASSIGNMENT = "02_numpy_library"
+NOTEBOOK = "4_sgd"
 CELLS = ("sgd_init", "sgd_plain", "sgd_momentum")
 
 # --- learner code: right answers in other styles ----------------------------------------------
@@ -109,43 +112,44 @@ BUGS = {
 }
 
 
-def reference() -> str:
-    return reference_code(ASSIGNMENT, "4_sgd", "sgd_class")
+def failing_cells(code: str | None = None) -> set[str]:
+    """Graded cells of 4_sgd that fail with ``code`` in the answer cell (the reference where None)."""
+    return failing(ASSIGNMENT, NOTEBOOK, run_as_notebook(ASSIGNMENT, NOTEBOOK, {"sgd_class": code} if code else None))
 
 
 def with_bug(bug: str) -> str:
-    text = reference()
+    code = reference_code(ASSIGNMENT, NOTEBOOK, "sgd_class")
     for find, replace in BUGS[bug][0]:
-        assert find in text, f"the reference solution no longer contains {find!r}: update this test"
-        text = text.replace(find, replace)
-    return text
+        assert find in code, f"the reference solution no longer contains {find!r}: update this test"
+        code = code.replace(find, replace)
+    return code
 
 
-def test_reference_passes_every_check():
-    assert failing(sgd_checks, CELLS, run_as_notebook(reference())) == set()
+def test_reference_passes_every_cell():
+    assert failing_cells() == set()
 
 
 @pytest.mark.parametrize("code", [SGD_IN_PLACE_VELOCITY, SGD_LR_IN_VELOCITY, SGD_WITH_BRANCH],
                          ids=["in-place-velocity", "lr-in-velocity", "branch-on-momentum"])
 def test_right_answers_in_other_styles_pass(code: str):
-    assert failing(sgd_checks, CELLS, run_as_notebook(code)) == set()
+    assert failing_cells(code) == set()
 
 
 @pytest.mark.parametrize("bug", list(BUGS))
 def test_each_bug_fails_exactly_its_cells(bug: str):
-    assert failing(sgd_checks, CELLS, run_as_notebook(with_bug(bug))) == BUGS[bug][1]
+    assert failing_cells(with_bug(bug)) == BUGS[bug][1]
 
 
-def test_patched_builtins_are_refused():
-    namespace = run_as_notebook(reference())
-    import builtins
-
-    genuine = builtins.isinstance
-    builtins.isinstance = lambda obj, cls: True
+def test_patched_math_is_refused():
+    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK)
+    genuine = math.isclose
+    math.isclose = lambda *args, **kwargs: True
     try:
-        assert failing(sgd_checks, CELLS, namespace) == set(CELLS)
+        for cell in CELLS:
+            with pytest.raises(AssertionError, match="grading refused"):
+                getattr(sgd_checks, cell)(namespace)
     finally:
-        builtins.isinstance = genuine
+        math.isclose = genuine
 
 
 # --- through nbgrader ------------------------------------------------------------------------------
