@@ -9,7 +9,9 @@ applying a variant's edits and the seed, and reports:
   ignore, 0 otherwise), which is how nbgrader scores the same cells;
 - the grader's numbers (held-out MSE, test-set accuracy, ...) from the hidden
   test modules, printed by a cell appended to the executed copy only;
-- the wall time of the whole notebook and of its training cell.
+- the wall time of the whole notebook and of its training cell, and the CPU
+  time of the training cell (process time of the kernel: on a busy machine
+  wall times grow, while CPU time stays close to what an idle machine takes).
 
 ``autograde`` mode sets ``NBGRADER_EXECUTION`` as nbgrader does (the
 classification notebook then trains for fewer epochs); ``normal`` mode is a
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shutil
 import statistics
@@ -32,7 +35,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import nbformat
 
@@ -134,12 +137,19 @@ def apply_edits(nb: Any, edits: Edits, *, seed: int) -> Any:
     return nb
 
 
-def _metrics_cell(assignment: str) -> Any:
-    return nbformat.v4.new_code_cell(
+def _instrument(nb: Any, assignment: str) -> None:
+    """Time the training cell's CPU use and append the cell that prints the grader's numbers."""
+    index = next(i for i, c in enumerate(nb.cells) if c.get("id") == TRAINING_CELL[assignment])
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(
+        "_baseline_cpu = __import__('time').process_time() - _baseline_cpu", id="baseline_cpu_after"))
+    nb.cells.insert(index, nbformat.v4.new_code_cell(
+        "_baseline_cpu = __import__('time').process_time()", id="baseline_cpu_before"))
+    nb.cells.append(nbformat.v4.new_code_cell(
         "import json as _json\n"
         f"from course_tools.hidden import {CHECKS[assignment]} as _grader\n"
-        f"print({METRICS_MARKER!r} + _json.dumps(_grader.metrics(globals())))",
-        id="baseline_metrics")
+        "_numbers = dict(_grader.metrics(globals()), training_cpu_seconds=_baseline_cpu)\n"
+        f"print({METRICS_MARKER!r} + _json.dumps(_numbers))",
+        id="baseline_metrics"))
 
 
 def _cell_seconds(cell: Any) -> float:
@@ -177,7 +187,7 @@ def run_variant(assignment: str, variant: str = "reference", *, seed: int = 0, m
     name = NOTEBOOK[assignment]
     nb = nbformat.read(SOURCE_DIR / assignment / f"{name}.ipynb", as_version=4)
     apply_edits(nb, VARIANTS[assignment][variant].edits, seed=seed)
-    nb.cells.append(_metrics_cell(assignment))
+    _instrument(nb, assignment)
     extra = {"NBGRADER_EXECUTION": "autograde"} if mode == "autograde" else {}
     with tempfile.TemporaryDirectory(prefix="mytorch-baseline-") as tmp:
         folder = Path(tmp) / assignment
@@ -205,7 +215,8 @@ def _line(run: Run) -> str:
     failed = ", ".join(run.failed_cells) or "-"
     return (f"{run.assignment:24} {run.variant:10} seed {run.seed} {run.mode:9} score {run.score:4.1f}/{run.max_score:.0f} "
             f"{key} {run.metrics.get(key, float('nan')):.4f}  notebook {run.notebook_seconds:5.1f} s  "
-            f"training {run.training_seconds:5.1f} s  failed: {failed}")
+            f"training {run.training_seconds:5.1f} s (CPU {run.metrics.get('training_cpu_seconds', math.nan):5.1f} s)  "
+            f"failed: {failed}")
 
 
 def summarise(runs: list[Run]) -> list[str]:
@@ -220,7 +231,8 @@ def summarise(runs: list[Run]) -> list[str]:
                      f"min {min(values):.4f} max {max(values):.4f} over {len(group)} seed(s); "
                      f"score {min(r.score for r in group):.1f}..{max(r.score for r in group):.1f}/{group[0].max_score:.0f}; "
                      f"notebook {statistics.mean(r.notebook_seconds for r in group):.1f} s, "
-                     f"training {statistics.mean(r.training_seconds for r in group):.1f} s")
+                     f"training {statistics.mean(r.training_seconds for r in group):.1f} s "
+                     f"(CPU {statistics.mean(r.metrics.get('training_cpu_seconds', math.nan) for r in group):.1f} s)")
     return lines
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import math
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -29,7 +28,8 @@ from course_tools import mnist_data
 from course_tools.course import RELEASE_DIR, REPO_ROOT, SOURCE_DIR
 from course_tools.hidden import torch_classification_checks as checks
 from course_tools.torch_baselines import CLASSIFICATION, VARIANTS, apply_edits
-from learner_cells import reference_code, run_as_notebook, submission
+from learner_cells import reference_code
+from torch_cells import exec_cells, grade_variant
 
 NOTEBOOK = "torch_classification"
 ANSWERS = ("answer_build_model", "answer_accuracy", "answer_training", "answer_save")
@@ -149,7 +149,7 @@ def run_notebook_cells(folder: Path, seed: int, **replaced: str) -> dict:
     """Set-up, data, answer cells (some replaced) run as a notebook would, in ``folder``, with ``SEED = seed``."""
     setup = notebook_cell("setup").replace("SEED = 0", f"SEED = {seed}")
     cells = [replaced.get(i) or reference_code(CLASSIFICATION, NOTEBOOK, i) for i in ANSWERS]
-    return run_as_notebook(setup, DATA, notebook_cell("to_device"), *cells)
+    return exec_cells(setup, DATA, notebook_cell("to_device"), *cells)
 
 
 @contextlib.contextmanager
@@ -231,7 +231,7 @@ def test_accuracy_slips(find, replace, message):
     code = reference_code(CLASSIFICATION, NOTEBOOK, "answer_accuracy")
     assert find in code
     with pytest.raises(AssertionError, match=message):
-        checks.check_accuracy_function(run_as_notebook("import torch\nfrom torch import nn", code.replace(find, replace)))
+        checks.check_accuracy_function(exec_cells("import torch\nfrom torch import nn", code.replace(find, replace)))
 
 
 @pytest.mark.parametrize("find, replace, check, message", [
@@ -261,7 +261,7 @@ def test_save_slips_cost_their_own_cell(find, replace, check, message, trained, 
 def test_build_model_must_give_ten_logits(in_assignment_folder):
     code = reference_code(CLASSIFICATION, NOTEBOOK, "answer_build_model").replace(
         "nn.Linear(128, 10),", "nn.Linear(128, 10), nn.Softmax(dim=1), nn.Flatten(0),")
-    ns = run_as_notebook("import torch\nfrom torch import nn", code)
+    ns = exec_cells("import torch\nfrom torch import nn", code)
     with pytest.raises(AssertionError, match="N x 10 logits"):
         checks.check_build_model(ns)
 
@@ -277,9 +277,6 @@ def test_variant_edits_match_the_source():
 
 def test_single_step_submission_graded_by_nbgrader(grading):
     """Through nbgrader: one training step keeps the design, saving and reporting points, earns no accuracy point."""
-    edits = {NOTEBOOK: VARIANTS[CLASSIFICATION]["one_step"].edits}
-    scores = grading.grade("single_step", CLASSIFICATION, submission(grading, CLASSIFICATION, edits))
-    cells = scores["notebooks"][NOTEBOOK]["cells"]
-    lost = {cell for cell, (got, full) in cells.items() if not math.isclose(got, full)}
+    score, lost = grade_variant(grading, "single_step", CLASSIFICATION, "one_step")
     assert lost == {f"test_accuracy_{round(100 * t)}" for t in checks.THRESHOLDS}
-    assert scores["score"] == pytest.approx(5.0)
+    assert score == pytest.approx(5.0)

@@ -9,8 +9,6 @@ One weak submission goes through the real nbgrader pipeline.
 
 from __future__ import annotations
 
-import math
-
 import nbformat
 import pytest
 import torch
@@ -18,7 +16,8 @@ import torch
 from course_tools.course import SOURCE_DIR
 from course_tools.hidden import torch_regression_checks as checks
 from course_tools.torch_baselines import REGRESSION, VARIANTS, apply_edits
-from learner_cells import reference_code, run_as_notebook, submission
+from learner_cells import reference_code
+from torch_cells import exec_cells, grade_variant
 
 NOTEBOOK = "torch_regression"
 IMPORTS = """
@@ -51,12 +50,12 @@ def answers(**replaced: str) -> list[str]:
 
 def trained_namespace(seed: int, **replaced: str) -> dict:
     """Answer cells plus the notebook's own training cell, run with ``SEED = seed``."""
-    return run_as_notebook(IMPORTS, DATA, f"SEED = {seed}", *answers(**replaced), code_cell("training_run"))
+    return exec_cells(IMPORTS, DATA, f"SEED = {seed}", *answers(**replaced), code_cell("training_run"))
 
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    return run_as_notebook(IMPORTS, DATA, *answers())
+    return exec_cells(IMPORTS, DATA, *answers())
 
 
 def test_reference_code_passes_every_code_check(reference):
@@ -86,7 +85,7 @@ def test_structure_accepts_other_right_styles(reference):
     other = regressor(body="self.out = nn.Linear(hidden, 1)\n        self.mid = nn.Linear(hidden, hidden)\n"
                            "        self.inp = nn.Linear(1, hidden)",
                       forward="return self.out(torch.tanh(self.mid(torch.tanh(self.inp(x)))))")
-    checks.check_structure(run_as_notebook(IMPORTS, other))
+    checks.check_structure(exec_cells(IMPORTS, other))
 
 
 @pytest.mark.parametrize("learner_code, message", [
@@ -102,7 +101,7 @@ def test_structure_accepts_other_right_styles(reference):
 ], ids=["relu", "one_hidden_layer", "tanh_on_output", "no_bias", "ignores_hidden"])
 def test_structure_rejects_wrong_networks(learner_code, message):
     with pytest.raises(AssertionError, match=message):
-        checks.check_structure(run_as_notebook(IMPORTS, learner_code))
+        checks.check_structure(exec_cells(IMPORTS, learner_code))
 
 
 @pytest.mark.parametrize("learner_code, message", [
@@ -114,7 +113,7 @@ def test_structure_rejects_wrong_networks(learner_code, message):
 ], ids=["tensor", "sum_not_mean", "gradients"])
 def test_evaluate_rejects_slips(learner_code, message):
     with pytest.raises(AssertionError, match=message):
-        checks.check_evaluate(run_as_notebook(IMPORTS, learner_code))
+        checks.check_evaluate(exec_cells(IMPORTS, learner_code))
 
 
 @pytest.mark.parametrize("find, replace, message", [
@@ -128,7 +127,7 @@ def test_train_rejects_slips(find, replace, message):
     code = reference_code(REGRESSION, NOTEBOOK, "answer_train")
     assert find in code
     with pytest.raises(AssertionError, match=message):
-        checks.check_train_function(run_as_notebook(IMPORTS, code.replace(find, replace)))
+        checks.check_train_function(exec_cells(IMPORTS, code.replace(find, replace)))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
@@ -167,9 +166,6 @@ def test_variant_edits_match_the_source():
 
 def test_straight_line_submission_graded_by_nbgrader(grading):
     """Through nbgrader: the straight line keeps the loop and evaluation points, loses model and held-out ones."""
-    edits = {NOTEBOOK: VARIANTS[REGRESSION]["linear"].edits}
-    scores = grading.grade("straight_line", REGRESSION, submission(grading, REGRESSION, edits))
-    cells = scores["notebooks"][NOTEBOOK]["cells"]
-    lost = {cell for cell, (got, full) in cells.items() if not math.isclose(got, full)}
+    score, lost = grade_variant(grading, "straight_line", REGRESSION, "linear")
     assert lost == {"test_regressor", "test_training_run", "test_heldout_loose", "test_heldout_target"}
-    assert scores["score"] == pytest.approx(3.0)
+    assert score == pytest.approx(3.0)

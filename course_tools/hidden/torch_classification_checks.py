@@ -23,12 +23,12 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from course_tools.course import SOURCE_DIR
-from course_tools.hidden.integrity import require_untampered
+from course_tools.hidden.torch_common import learner_function, learner_model, learner_value, torch_module
 
 TEST_FILE = Path(__file__).resolve().parent / "data" / "mnist_test.npz"
 TRAIN_FILE = SOURCE_DIR / "04_torch_classification" / "mnist_train.npz"
@@ -40,39 +40,10 @@ THRESHOLDS = (0.60, 0.75, 0.85, 0.90)
 _cache: dict[str, Any] = {}
 
 
-def _torch() -> Any:
-    import torch
-
-    return torch
-
-
-def _get(namespace: Mapping[str, Any], name: str, what: str) -> Any:
-    require_untampered()
-    if name not in namespace:
-        raise AssertionError(f"{name} is not defined: run the cell that defines {what}")
-    return namespace[name]
-
-
-def _learner_function(namespace: Mapping[str, Any], name: str) -> Callable[..., Any]:
-    func = _get(namespace, name, f"the function {name}")
-    if not callable(func):
-        raise AssertionError(f"{name} should be a function, got {type(func).__name__}")
-    if getattr(func, "__module__", "__main__") != "__main__":
-        raise AssertionError(f"{name} must be the function written in this notebook, not one from {func.__module__}")
-    return func
-
-
-def _learner_model(namespace: Mapping[str, Any]) -> Any:
-    model = _get(namespace, "model", "the trained model (the training cell)")
-    if not isinstance(model, _torch().nn.Module):
-        raise AssertionError(f"model should be your trained torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
 @contextlib.contextmanager
 def _own_random_state() -> Iterator[None]:
     """Random numbers drawn inside (e.g. by ``build_model()``) leave the learner's stream untouched."""
-    torch = _torch()
+    torch = torch_module()
     with torch.random.fork_rng(devices=[]):
         yield
 
@@ -98,12 +69,12 @@ def validation_split() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _as_input(images: np.ndarray) -> Any:
-    torch = _torch()
+    torch = torch_module()
     return torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
 
 
 def _device_of(model: Any) -> Any:
-    torch = _torch()
+    torch = torch_module()
     for tensor in list(model.parameters()) + list(model.buffers()):
         return tensor.device
     return torch.device("cpu")
@@ -111,7 +82,7 @@ def _device_of(model: Any) -> Any:
 
 def logits(model: Any, images: np.ndarray, *, batch_size: int = 500) -> np.ndarray:
     """``model``'s outputs ``N x 10`` (float64 NumPy) for uint8 images ``N x 28 x 28``, in eval mode."""
-    torch = _torch()
+    torch = torch_module()
     device = _device_of(model)
     was_training = model.training
     model.eval()
@@ -162,8 +133,8 @@ def validation_accuracy(model: Any) -> float:
 
 def check_build_model(namespace: Mapping[str, Any]) -> None:
     """``build_model()`` makes a fresh network for N x 1 x 28 x 28 images with finite N x 10 outputs."""
-    torch = _torch()
-    build_model = _learner_function(namespace, "build_model")
+    torch = torch_module()
+    build_model = learner_function(namespace, "build_model")
     with _own_random_state():
         fresh, other = build_model(), build_model()
     if not isinstance(fresh, torch.nn.Module):
@@ -180,8 +151,8 @@ def check_build_model(namespace: Mapping[str, Any]) -> None:
 
 def check_accuracy_function(namespace: Mapping[str, Any]) -> None:
     """``accuracy(model, X, y)``: the fraction of correctly classified images, as a Python float."""
-    torch = _torch()
-    accuracy = _learner_function(namespace, "accuracy")
+    torch = torch_module()
+    accuracy = learner_function(namespace, "accuracy")
     with _own_random_state():
         torch.manual_seed(17)
         net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
@@ -218,9 +189,9 @@ def _file(name: str) -> Path:
 
 def check_saved_model(namespace: Mapping[str, Any]) -> None:
     """``model.pt`` is a state dict that loads into ``build_model()`` and predicts like ``model``."""
-    torch = _torch()
-    build_model = _learner_function(namespace, "build_model")
-    model = _learner_model(namespace)
+    torch = torch_module()
+    build_model = learner_function(namespace, "build_model")
+    model = learner_model(namespace)
     try:
         state = torch.load(_file(MODEL_FILE), map_location="cpu", weights_only=True)
     except AssertionError:
@@ -247,7 +218,7 @@ def check_saved_model(namespace: Mapping[str, Any]) -> None:
 
 def check_predictions(namespace: Mapping[str, Any]) -> None:
     """``predictions.npy``: ``model``'s predicted labels of the validation images, in order, as integers."""
-    model = _learner_model(namespace)
+    model = learner_model(namespace)
     try:
         saved = np.load(_file(PREDICTIONS_FILE), allow_pickle=False)
     except AssertionError:
@@ -272,11 +243,11 @@ def check_predictions(namespace: Mapping[str, Any]) -> None:
 
 def check_val_accuracy(namespace: Mapping[str, Any]) -> None:
     """The reported ``val_accuracy`` is the trained ``model``'s accuracy on the validation split (a fraction)."""
-    reported = _get(namespace, "val_accuracy", "val_accuracy (the cell that reports it)")
+    reported = learner_value(namespace, "val_accuracy", "val_accuracy (the cell that reports it)")
     if not isinstance(reported, (float, np.floating)) or isinstance(reported, bool):
         raise AssertionError(f"val_accuracy should be a float, got {type(reported).__name__}")
     reported = float(reported)
-    actual = validation_accuracy(_learner_model(namespace))
+    actual = validation_accuracy(learner_model(namespace))
     if math.isclose(reported, 100 * actual, abs_tol=0.2):
         raise AssertionError("val_accuracy looks like a percentage; report a fraction between 0 and 1")
     if not math.isclose(reported, actual, abs_tol=0.002):
@@ -286,7 +257,7 @@ def check_val_accuracy(namespace: Mapping[str, Any]) -> None:
 
 def check_test_accuracy(namespace: Mapping[str, Any], threshold: float) -> None:
     """``model`` classifies at least ``threshold`` of the grader-only test images correctly."""
-    model = _learner_model(namespace)
+    model = learner_model(namespace)
     score = hidden_test_accuracy(model)
     if not score >= threshold:
         raise AssertionError(f"your model classifies {score:.1%} of the {len(hidden_test_split()[1])} test images "

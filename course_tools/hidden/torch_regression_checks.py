@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from course_tools.hidden.common import learner_class
-from course_tools.hidden.integrity import require_untampered
+from course_tools.hidden.torch_common import learner_function, learner_model, learner_value, torch_module
 from mytorch_lib.data import make_regression_1d
 
 #: The notebook's training set: ``make_regression_1d(TRAIN_SIZE, seed=TRAIN_SEED)``.
@@ -41,36 +41,14 @@ NOISE_VARIANCE = 0.15**2  # the best possible MSE on noisy held-out points
 LOOSE_MSE, TARGET_MSE = 0.10, 0.05
 
 
-def _torch() -> Any:
-    import torch
-
-    return torch
-
-
 def _tensor(array: np.ndarray) -> Any:
-    torch = _torch()
+    torch = torch_module()
     return torch.tensor(np.asarray(array, dtype=np.float32))
-
-
-def _get(namespace: Mapping[str, Any], name: str, what: str) -> Any:
-    require_untampered()
-    if name not in namespace:
-        raise AssertionError(f"{name} is not defined: run the cell that defines {what}")
-    return namespace[name]
-
-
-def _learner_function(namespace: Mapping[str, Any], name: str) -> Callable[..., Any]:
-    func = _get(namespace, name, f"the function {name}")
-    if not callable(func):
-        raise AssertionError(f"{name} should be a function, got {type(func).__name__}")
-    if getattr(func, "__module__", "__main__") != "__main__":
-        raise AssertionError(f"{name} must be the function written in this notebook, not one from {func.__module__}")
-    return func
 
 
 def _cpu_module(model: Any, what: str) -> Any:
     """A CPU float32 copy of ``model`` in eval mode (the learner's object is left untouched)."""
-    torch = _torch()
+    torch = torch_module()
     if not isinstance(model, torch.nn.Module):
         raise AssertionError(f"{what} should be a torch.nn.Module, got {type(model).__name__}")
     try:
@@ -83,7 +61,7 @@ def _cpu_module(model: Any, what: str) -> Any:
 
 def predict(model: Any, x: np.ndarray) -> np.ndarray:
     """Predictions ``N x 1`` (float64) of ``model`` for inputs ``x`` of shape ``N x 1``, without gradients."""
-    torch = _torch()
+    torch = torch_module()
     clone = _cpu_module(model, "the model")
     with torch.no_grad():
         out = clone(_tensor(x))
@@ -113,12 +91,12 @@ def training_mse(model: Any) -> float:
 
 
 def _linear_layers(model: Any) -> list[Any]:
-    torch = _torch()
+    torch = torch_module()
     return [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
 
 
 def _reference_forward(x: Any, layers: list[tuple[Any, Any]]) -> Any:
-    torch = _torch()
+    torch = torch_module()
     (w1, b1), (w2, b2), (w3, b3) = layers
     h = torch.tanh(x @ w1.T + b1)
     h = torch.tanh(h @ w2.T + b2)
@@ -127,7 +105,7 @@ def _reference_forward(x: Any, layers: list[tuple[Any, Any]]) -> Any:
 
 def check_structure(namespace: Mapping[str, Any]) -> None:
     """``Regressor(hidden=h)``: Linear(1, h) -> tanh -> Linear(h, h) -> tanh -> Linear(h, 1)."""
-    torch = _torch()
+    torch = torch_module()
     Regressor = learner_class(namespace, "Regressor")
     if not issubclass(Regressor, torch.nn.Module):
         raise AssertionError("Regressor must subclass torch.nn.Module (class Regressor(nn.Module): ...)")
@@ -183,7 +161,7 @@ def check_structure(namespace: Mapping[str, Any]) -> None:
 
 
 def _reference_model(hidden: int, seed: int) -> Any:
-    torch = _torch()
+    torch = torch_module()
     torch_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     nn = torch.nn
@@ -194,8 +172,8 @@ def _reference_model(hidden: int, seed: int) -> Any:
 
 def check_evaluate(namespace: Mapping[str, Any]) -> None:
     """``evaluate(model, x, y)`` returns the mean squared error as a Python float and changes nothing."""
-    torch = _torch()
-    evaluate = _learner_function(namespace, "evaluate")
+    torch = torch_module()
+    evaluate = learner_function(namespace, "evaluate")
     model = _reference_model(6, seed=3)
     before = copy.deepcopy(model.state_dict())
     rng = np.random.default_rng(5)
@@ -225,7 +203,7 @@ def check_evaluate(namespace: Mapping[str, Any]) -> None:
 def reference_train(model: Any, x: Any, y: Any, *, epochs: int, lr: float, zero_grad: bool = True,
                     record_after_step: bool = False) -> list[float]:
     """The loop the notebook asks for (full-batch Adam on the MSE); the flags give two classic slips."""
-    torch = _torch()
+    torch = torch_module()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = torch.nn.MSELoss()
     losses = []
@@ -249,14 +227,14 @@ def _close_lists(a: list[float], b: list[float]) -> bool:
 
 def check_train_function(namespace: Mapping[str, Any]) -> None:
     """``train(model, x, y, epochs=, lr=)``: full-batch Adam steps on the MSE, returns the loss of each step."""
-    torch = _torch()
-    train = _learner_function(namespace, "train")
+    torch = torch_module()
+    train = learner_function(namespace, "train")
     x_np, y_np = make_regression_1d(40, seed=2024)
     x, y = _tensor(x_np), _tensor(y_np)
     epochs, lr = 25, 0.02
     start = _reference_model(8, seed=9)
-    learner_model = copy.deepcopy(start)
-    losses = train(learner_model, x, y, epochs=epochs, lr=lr)
+    trained_copy = copy.deepcopy(start)
+    losses = train(trained_copy, x, y, epochs=epochs, lr=lr)
     if not isinstance(losses, (list, tuple)):
         raise AssertionError(f"train should return a list of losses, got {type(losses).__name__}")
     if len(losses) != epochs:
@@ -283,7 +261,7 @@ def check_train_function(namespace: Mapping[str, Any]) -> None:
                              f"expected {expected[:3]}...; " + "; ".join(hints))
     reference = copy.deepcopy(start)
     reference_train(reference, x, y, epochs=epochs, lr=lr)
-    for (name, got), want in zip(learner_model.state_dict().items(), reference.state_dict().values()):
+    for (name, got), want in zip(trained_copy.state_dict().items(), reference.state_dict().values()):
         if not torch.allclose(got.float(), want, rtol=1e-3, atol=1e-5):
             raise AssertionError(f"after train the model's parameter {name} differs from {epochs} Adam steps: "
                                  "train must update the model it is given, in place")
@@ -294,8 +272,8 @@ def check_train_function(namespace: Mapping[str, Any]) -> None:
 
 def check_training_run(namespace: Mapping[str, Any]) -> None:
     """The learner's run: ``losses`` went down to at most half the first value, and ``model`` is the trained model."""
-    model = _get(namespace, "model", "the trained model (the training cell)")
-    losses = _get(namespace, "losses", "the list of losses (the training cell)")
+    model = learner_value(namespace, "model", "the trained model (the training cell)")
+    losses = learner_value(namespace, "losses", "the list of losses (the training cell)")
     Regressor = learner_class(namespace, "Regressor")
     if not isinstance(model, Regressor):
         raise AssertionError(f"model should be a Regressor, got {type(model).__name__}")
@@ -322,7 +300,7 @@ def check_heldout_mse(namespace: Mapping[str, Any], threshold: float) -> None:
     Returns nothing on purpose: a number left as a cell's last value would be
     taken by nbgrader as the cell's (partial) score.
     """
-    model = _get(namespace, "model", "the trained model (the training cell)")
+    model = learner_model(namespace)
     mse = heldout_mse(model)
     if not mse < threshold:
         raise AssertionError(f"the trained model's mean squared error on held-out points is {mse:.4g}, "
