@@ -79,6 +79,23 @@ def failing(assignment: str, notebook: str, namespace: dict[str, Any]) -> set[st
     return failed
 
 
+def assert_refused_while_patched(checks: Any, cells: tuple[str, ...], namespace: dict[str, Any], owner: Any,
+                                 attribute: str) -> None:
+    """With ``owner.attribute`` replaced by an always-agreeing function, every hidden check refuses to grade."""
+    genuine = getattr(owner, attribute)
+    setattr(owner, attribute, lambda *args, **kwargs: True)
+    try:
+        for cell in cells:
+            try:
+                getattr(checks, cell)(namespace)
+            except AssertionError as error:
+                assert "grading refused" in str(error), f"{cell} failed, but not by refusing: {error}"
+            else:
+                raise AssertionError(f"{cell} graded although {attribute} was replaced")
+    finally:
+        setattr(owner, attribute, genuine)
+
+
 def whole_cell(assignment: str, notebook: str, grade_id: str, new_text: str) -> tuple[str, str]:
     """A ``learner_notebook`` edit that replaces the whole solution of an answer cell by ``new_text``."""
     return reference_code(assignment, notebook, grade_id), textwrap.dedent(new_text).strip()

@@ -18,7 +18,8 @@ import pytest
 
 from course_tools.course import SOURCE_DIR
 from course_tools.hidden import sgd_checks
-from learner_cells import failing, reference_code, run_as_notebook, submission, whole_cell
+from learner_cells import (assert_refused_while_patched, failing, reference_code, run_as_notebook, submission,
+                           whole_cell)
 
 ASSIGNMENT = "02_numpy_library"
 NOTEBOOK = "4_sgd"
@@ -141,15 +142,7 @@ def test_each_bug_fails_exactly_its_cells(bug: str):
 
 
 def test_patched_math_is_refused():
-    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK)
-    genuine = math.isclose
-    math.isclose = lambda *args, **kwargs: True
-    try:
-        for cell in CELLS:
-            with pytest.raises(AssertionError, match="grading refused"):
-                getattr(sgd_checks, cell)(namespace)
-    finally:
-        math.isclose = genuine
+    assert_refused_while_patched(sgd_checks, CELLS, run_as_notebook(ASSIGNMENT, NOTEBOOK), math, "isclose")
 
 
 # --- through nbgrader ------------------------------------------------------------------------------

@@ -102,6 +102,44 @@ def _describe(A: np.ndarray) -> str:
     return f"a {A.shape[0]} x {A.shape[1]} batch"
 
 
+# --- the checks every loss shares ------------------------------------------------------------
+
+Batch = tuple[np.ndarray, np.ndarray]
+_KIND = {"MSELoss": "mse", "CrossEntropyLoss": "ce"}
+
+
+def _check_forward(namespace: Mapping[str, Any], name: str, cases: list[Batch], large: Batch) -> None:
+    """forward against PyTorch on ``cases`` (value, one number, stored A and Y, inputs untouched), then speed."""
+    cls = _learner(namespace, name)
+    for A, Y in cases:
+        loss, value = _forward(cls, name, A, Y)
+        expected, _ = torch_loss(_KIND[name], A, Y)
+        assert_close(f"{name}.forward on {_describe(A)}", np.float64(value), expected, rtol=RTOL, atol=ATOL)
+        _stored(loss, name, A, Y)
+    A, Y = large
+    learner, ref = cls(), getattr(reference, name)()
+    assert_vectorised(f"{name}.forward", lambda: learner.forward(A, Y), lambda: ref.forward(A, Y))
+
+
+def _check_backward(namespace: Mapping[str, Any], name: str, cases: list[Batch], first: Batch, large: Batch) -> None:
+    """backward against PyTorch after forward on each of ``cases``; after ``first`` then the last case; speed."""
+    cls = _learner(namespace, name)
+    for A, Y in cases:
+        loss, _ = _forward(cls, name, A, Y, strict=False)
+        assert_close(f"{name}.backward() after forward on {_describe(A)}", _backward(loss, name, A.shape),
+                     torch_loss(_KIND[name], A, Y)[1], rtol=RTOL, atol=ATOL)
+    loss, _ = _forward(cls, name, *first, strict=False)
+    A, Y = cases[-1]
+    _forward(cls, name, A, Y, loss, strict=False)
+    assert_close(f"{name}.backward() after two forward calls (it must use the latest A and Y)",
+                 _backward(loss, name, A.shape), torch_loss(_KIND[name], A, Y)[1], rtol=RTOL, atol=ATOL)
+    A, Y = large
+    learner, ref = cls(), getattr(reference, name)()
+    learner.forward(A, Y)
+    ref.forward(A, Y)
+    assert_vectorised(f"{name}.backward", learner.backward, ref.backward)
+
+
 # --- targets ---------------------------------------------------------------------------------
 
 def one_hot_targets(gen: np.random.Generator, N: int, C: int) -> np.ndarray:
@@ -126,39 +164,19 @@ def _mse_cases(seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(gen.standard_normal(s) * gen.uniform(0.5, 4), gen.standard_normal(s) * 2 + 1) for s in MSE_SHAPES]
 
 
+def _mse_large(seed: int) -> Batch:
+    gen = rng(seed)
+    return gen.standard_normal((50_000, 4)), gen.standard_normal((50_000, 4))
+
+
 def mse_forward(namespace: Mapping[str, Any]) -> None:
     """MSELoss.forward: PyTorch's F.mse_loss on random batches; stores A and Y; one number; vectorised."""
-    MSELoss = _learner(namespace, "MSELoss")
-    for A, Y in _mse_cases(301):
-        loss, value = _forward(MSELoss, "MSELoss", A, Y)
-        expected, _ = torch_loss("mse", A, Y)
-        assert_close(f"MSELoss.forward on {_describe(A)}", np.float64(value), expected, rtol=RTOL, atol=ATOL)
-        _stored(loss, "MSELoss", A, Y)
-    gen = rng(302)
-    A, Y = gen.standard_normal((50_000, 4)), gen.standard_normal((50_000, 4))
-    learner, ref = MSELoss(), reference.MSELoss()
-    assert_vectorised("MSELoss.forward", lambda: learner.forward(A, Y), lambda: ref.forward(A, Y))
+    _check_forward(namespace, "MSELoss", _mse_cases(301), _mse_large(302))
 
 
 def mse_backward(namespace: Mapping[str, Any]) -> None:
     """MSELoss.backward: PyTorch's gradient of F.mse_loss, for the latest forward; vectorised."""
-    MSELoss = _learner(namespace, "MSELoss")
-    for A, Y in _mse_cases(311):
-        loss, _ = _forward(MSELoss, "MSELoss", A, Y, strict=False)
-        _, expected = torch_loss("mse", A, Y)
-        assert_close(f"MSELoss.backward() after forward on {_describe(A)}", _backward(loss, "MSELoss", A.shape),
-                     expected, rtol=RTOL, atol=ATOL)
-    gen = rng(312)
-    A1, Y1, A2, Y2 = (gen.standard_normal((5, 2)) for _ in range(4))
-    loss, _ = _forward(MSELoss, "MSELoss", A1, Y1, strict=False)
-    _forward(MSELoss, "MSELoss", A2, Y2, loss, strict=False)
-    assert_close("MSELoss.backward() after two forward calls (it must use the latest A and Y)",
-                 _backward(loss, "MSELoss", A2.shape), torch_loss("mse", A2, Y2)[1], rtol=RTOL, atol=ATOL)
-    A, Y = gen.standard_normal((50_000, 4)), gen.standard_normal((50_000, 4))
-    learner, ref = MSELoss(), reference.MSELoss()
-    learner.forward(A, Y)
-    ref.forward(A, Y)
-    assert_vectorised("MSELoss.backward", learner.backward, ref.backward)
+    _check_backward(namespace, "MSELoss", _mse_cases(311), _mse_cases(312)[0], _mse_large(313))
 
 
 # --- CrossEntropyLoss ------------------------------------------------------------------------
@@ -194,18 +212,14 @@ def extreme_cases() -> list[tuple[np.ndarray, np.ndarray]]:
     ]
 
 
+def _ce_large(seed: int, N: int) -> Batch:
+    gen = rng(seed)
+    return gen.standard_normal((N, 3)) * 3, soft_targets(gen, N, 3)
+
+
 def ce_forward(namespace: Mapping[str, Any]) -> None:
     """CrossEntropyLoss.forward: PyTorch's F.cross_entropy (float targets) on random logits; stores A, Y."""
-    CrossEntropyLoss = _learner(namespace, "CrossEntropyLoss")
-    for A, Y in _ce_cases(321):
-        loss, value = _forward(CrossEntropyLoss, "CrossEntropyLoss", A, Y)
-        expected, _ = torch_loss("ce", A, Y)
-        assert_close(f"CrossEntropyLoss.forward on {_describe(A)}", np.float64(value), expected, rtol=RTOL, atol=ATOL)
-        _stored(loss, "CrossEntropyLoss", A, Y)
-    gen = rng(322)
-    A, Y = gen.standard_normal((40_000, 3)) * 3, soft_targets(gen, 40_000, 3)
-    learner, ref = CrossEntropyLoss(), reference.CrossEntropyLoss()
-    assert_vectorised("CrossEntropyLoss.forward", lambda: learner.forward(A, Y), lambda: ref.forward(A, Y))
+    _check_forward(namespace, "CrossEntropyLoss", _ce_cases(321), _ce_large(322, 40_000))
 
 
 def _backward_right_on_ordinary_logits(cls: type) -> bool:
@@ -252,21 +266,4 @@ def ce_stable(namespace: Mapping[str, Any]) -> None:
 
 def ce_backward(namespace: Mapping[str, Any]) -> None:
     """CrossEntropyLoss.backward: PyTorch's gradient (softmax - Y) / N, for the latest forward; vectorised."""
-    CrossEntropyLoss = _learner(namespace, "CrossEntropyLoss")
-    for A, Y in _ce_cases(331):
-        loss, _ = _forward(CrossEntropyLoss, "CrossEntropyLoss", A, Y, strict=False)
-        _, expected = torch_loss("ce", A, Y)
-        assert_close(f"CrossEntropyLoss.backward() after forward on {_describe(A)}",
-                     _backward(loss, "CrossEntropyLoss", A.shape), expected, rtol=RTOL, atol=ATOL)
-    gen = rng(332)
-    A1, A2 = gen.standard_normal((6, 3)), gen.standard_normal((6, 3)) * 2
-    Y1, Y2 = one_hot_targets(gen, 6, 3), soft_targets(gen, 6, 3)
-    loss, _ = _forward(CrossEntropyLoss, "CrossEntropyLoss", A1, Y1, strict=False)
-    _forward(CrossEntropyLoss, "CrossEntropyLoss", A2, Y2, loss, strict=False)
-    assert_close("CrossEntropyLoss.backward() after two forward calls (it must use the latest A and Y)",
-                 _backward(loss, "CrossEntropyLoss", A2.shape), torch_loss("ce", A2, Y2)[1], rtol=RTOL, atol=ATOL)
-    A, Y = gen.standard_normal((100_000, 3)) * 3, soft_targets(gen, 100_000, 3)
-    learner, ref = CrossEntropyLoss(), reference.CrossEntropyLoss()
-    learner.forward(A, Y)
-    ref.forward(A, Y)
-    assert_vectorised("CrossEntropyLoss.backward", learner.backward, ref.backward)
+    _check_backward(namespace, "CrossEntropyLoss", _ce_cases(331), _ce_cases(332)[0], _ce_large(333, 100_000))
