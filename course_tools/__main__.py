@@ -16,6 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     p_demo = sub.add_parser("demo", help="release, then autograde the bundled example submissions")
     p_demo.add_argument("--workdir", default="build/demo", help="course folder for the demo (default build/demo)")
 
+    p_publish = sub.add_parser("publish", help="write the learner bundle (release notebooks, mytorch_lib, README), leak-scanned")
+    p_publish.add_argument("--out", help="bundle folder (default build/learners); may be a clone of the learners' repository")
+    p_publish.add_argument("--sync-header", action="store_true",
+                           help="only rewrite source/header.ipynb's Colab install source from course.toml")
+    p_publish.add_argument("--no-release-check", action="store_true",
+                           help="publish even if the committed release/ differs from a fresh generation")
+
     args = parser.parse_args(argv)
     if args.command == "release":
         from course_tools.release import generate_release
@@ -27,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         from course_tools.demo import run_demo
 
         return run_demo(args.workdir)
+    if args.command == "publish":
+        from course_tools.publish import main as publish
+
+        return publish(args.out, sync=args.sync_header, check_release=not args.no_release_check)
     return 2
 
 

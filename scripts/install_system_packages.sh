@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# System packages the test suite needs, from Debian's archive (idempotent: installs
+# only what is missing). CI calls this before `make test`; run it once on a new machine.
+#
+#   chromium  the real-browser test of JupyterLab (tests/test_browser.py drives
+#             /usr/bin/chromium through Playwright; Playwright's own browser
+#             downloads are not used)
+set -euo pipefail
+
+PACKAGES=(
+  chromium
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+echo "installing system packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
