@@ -15,9 +15,9 @@ The learner bundle (default ``build/learners/``) holds exactly:
 
 Nothing else. Before anything is written, :func:`scan_bundle` looks for
 leaks: a solution or hidden-test line of any source notebook, an nbgrader
-marker, a byte-identical copy of instructor code or grader-only data (or any
-data array from ``course_tools/hidden/data``), and any mention of the
-instructor package. Publishing refuses a bundle with a leak.
+marker, a byte-identical copy of instructor code or grader-only data, any data
+array or single sample (row) of the arrays kept in ``course_tools/hidden/``,
+and any mention of the instructor package. Publishing refuses a bundle with a leak.
 
 Where the bundle is published is ONE setting, ``course.toml`` (section
 ``[learners]``). The Colab set-up cell of ``source/header.ipynb`` must name
@@ -254,11 +254,18 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _array_digests(path: Path) -> dict[str, str]:
-    """digest -> name of every array in a ``.npy``/``.npz`` file (dtype, shape and bytes hashed)."""
+def _array_digests(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Digests of the data in a ``.npy``/``.npz`` file, each mapped to ``file:array``.
+
+    Returns (whole arrays: dtype, shape and bytes hashed; samples: each row of
+    every array with 2 or more axes, dtype and bytes hashed). Constant rows
+    (an all-zero image) and rows under 16 bytes are left out: they can occur
+    in unrelated data by chance.
+    """
     import numpy as np
 
-    found: dict[str, str] = {}
+    whole: dict[str, str] = {}
+    rows: dict[str, str] = {}
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
@@ -266,11 +273,15 @@ def _array_digests(path: Path) -> dict[str, str]:
         else:
             arrays = {path.name: np.load(path, allow_pickle=False)}
     except (ValueError, OSError, zipfile.BadZipFile):
-        return found
+        return whole, rows
     for name, array in arrays.items():
         array = np.ascontiguousarray(array)
-        found[_digest(f"{array.dtype.str}{array.shape}".encode() + array.tobytes())] = name
-    return found
+        whole[_digest(f"{array.dtype.str}{array.shape}".encode() + array.tobytes())] = name
+        if array.ndim >= 2 and array[0].nbytes >= 16:
+            for row in array:
+                if row.min() != row.max():
+                    rows[_digest(array.dtype.str.encode() + row.tobytes())] = name
+    return whole, rows
 
 
 def _files(root: Path) -> Iterable[Path]:
@@ -315,9 +326,12 @@ def scan_bundle(bundle: Path, source_dir: Path = SOURCE_DIR, grader_dir: Path = 
                             REPO_ROOT / "nbgrader_config.py", *source_dir.rglob("*.ipynb")]
                   if "__pycache__" not in p.parts and p.stat().st_size > 0}
     grader_arrays: dict[str, str] = {}
+    grader_rows: dict[str, str] = {}
     for p in _files(grader_dir):
         if p.suffix in (".npy", ".npz"):
-            grader_arrays.update(_array_digests(p))
+            whole, rows = _array_digests(p)
+            grader_arrays.update(whole)
+            grader_rows.update(rows)
     secrets = secret_lines(source_dir)
 
     for path in _files(bundle):
@@ -328,9 +342,13 @@ def scan_bundle(bundle: Path, source_dir: Path = SOURCE_DIR, grader_dir: Path = 
         if copy_of is not None:
             problems.append(f"{rel}: a copy of instructor file {copy_of}")
         if path.suffix in (".npy", ".npz"):
-            for digest, name in _array_digests(path).items():
-                if digest in grader_arrays:
-                    problems.append(f"{rel}: holds grader-only data ({grader_arrays[digest]})")
+            whole, rows = _array_digests(path)
+            for digest in whole.keys() & grader_arrays.keys():
+                problems.append(f"{rel}: holds grader-only data ({grader_arrays[digest]})")
+            shared = rows.keys() & grader_rows.keys()
+            if shared:
+                sources = sorted({grader_rows[d] for d in shared})
+                problems.append(f"{rel}: holds {len(shared)} sample(s) of grader-only data ({', '.join(sources)})")
         if path.suffix not in TEXT_SUFFIXES:
             continue
         is_notebook = path.suffix == ".ipynb"

@@ -79,6 +79,8 @@ def test_leak_scan_finds_planted_leaks(bundle: Path, tmp_path: Path):
     (copy / pub.LIBRARY / "extra.py").write_text("### BEGIN HIDDEN TESTS\n", encoding="utf-8")
     shutil.copyfile(REPO_ROOT / "course_tools" / "hidden" / "reference.py", copy / pub.LIBRARY / "ref.py")
     np.savez_compressed(copy / pub.LIBRARY / "digits.npz", x=secret_images)  # re-packed, other name
+    mixed = np.concatenate([np.full((3, 28, 28), 7, np.uint8), secret_images[2:3]])  # one test sample hidden
+    np.save(copy / "01_pen_and_paper" / "extra_train.npy", mixed)
     (copy / "nbgrader_config.py").write_text("c = get_config()\n", encoding="utf-8")
     (copy / pub.LIBRARY / "notes.md").write_text("see course_tools.hidden for the answers\n", encoding="utf-8")
 
@@ -88,6 +90,7 @@ def test_leak_scan_finds_planted_leaks(bundle: Path, tmp_path: Path):
         "marker": "mytorch_lib/extra.py: nbgrader marker 'BEGIN HIDDEN TESTS'",
         "instructor code": "mytorch_lib/ref.py: a copy of instructor file reference.py",
         "grader data": "mytorch_lib/digits.npz: holds grader-only data (planted_test.npz:images)",
+        "grader sample": "01_pen_and_paper/extra_train.npy: holds 1 sample(s) of grader-only data",
         "stray file": "nbgrader_config.py: not part of the learner bundle",
         "instructor package": "mytorch_lib/notes.md: mentions the instructor package",
     }
@@ -220,3 +223,14 @@ def test_publish_refuses_a_stale_release_and_a_foreign_folder(tmp_path: Path):
         pub._replace_contents(foreign, staging)
     assert (foreign / "thesis").is_dir(), "publishing must never delete a folder that is not a bundle"
 
+
+
+def test_plots_use_a_backend_that_renders_in_jupyterlab_and_colab(bundle: Path):
+    """Plots must render inline: interactive backends need extensions learners lack, and Colab has none."""
+    other_backend = re.compile(r"^\s*%matplotlib\s+(?!inline\b)\w+|matplotlib\.use\(|\.switch_backend\(", re.M)
+    found = [f"{path.relative_to(bundle)}: cell {cell.id}" for path in _release_notebooks(bundle)
+             for cell in nbformat.read(path, as_version=4).cells
+             if cell.cell_type == "code" and other_backend.search(cell.source)]
+    found += [str(path.relative_to(bundle)) for path in (bundle / pub.LIBRARY).rglob("*.py")
+              if other_backend.search(path.read_text(encoding="utf-8"))]
+    assert not found, f"non-inline matplotlib backends: {found}"
