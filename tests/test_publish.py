@@ -234,3 +234,21 @@ def test_plots_use_a_backend_that_renders_in_jupyterlab_and_colab(bundle: Path):
     found += [str(path.relative_to(bundle)) for path in (bundle / pub.LIBRARY).rglob("*.py")
               if other_backend.search(path.read_text(encoding="utf-8"))]
     assert not found, f"non-inline matplotlib backends: {found}"
+
+
+def test_every_notebook_states_goals_and_the_points_it_grades(bundle: Path):
+    """Item 4 of the learner experience: goals and points per part up front, the total equal to what is graded.
+
+    How to check and that hidden tests grade more are in the shared header (see above).
+    """
+    header_cells = len(nbformat.read(pub.HEADER_FILE, as_version=4).cells)
+    for path in _release_notebooks(bundle):
+        nb = nbformat.read(path, as_version=4)
+        intro = "\n".join(c.source for c in nb.cells[header_cells:] if c.cell_type == "markdown")
+        intro = intro[:6000]
+        assert re.search(r"learning goals", intro, re.I), f"{path.name}: state the learning goals at the top"
+        graded = sum(c.metadata.get("nbgrader", {}).get("points", 0) for c in nb.cells
+                     if c.metadata.get("nbgrader", {}).get("grade"))
+        totals = re.findall(r"^\|.*\*\*total\*\*.*\|\s*\*\*([\d.]+)\*\*\s*\|\s*$", intro, re.M | re.I)
+        assert totals, f"{path.name}: the intro needs a points table per part ending in a **total** row"
+        assert float(totals[0]) == pytest.approx(graded), f"{path.name}: the table says {totals[0]}, cells grade {graded}"
