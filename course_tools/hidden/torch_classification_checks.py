@@ -14,6 +14,10 @@ Each ``check_*`` function takes the notebook namespace and checks one behaviour:
 - :func:`check_test_accuracy`: accuracy of ``model`` on the grader-only test split
   (``data/mnist_test.npz``, 2,000 MNIST digits never shipped to learners) reaches a threshold.
 
+Only ``course_tools.hidden`` and ``mytorch_lib`` are imported: the grading
+sandbox exposes nothing else of the repository. The validation split is
+recomputed from the training file next to the notebook (its digest is checked).
+
 The model is evaluated where it lives (GPU or CPU), in eval mode, without
 gradients; its train/eval mode and the learner's random state are restored.
 """
@@ -27,11 +31,9 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from course_tools.course import SOURCE_DIR
+from course_tools.hidden.mnist_files import DIGESTS, TEST_FILE, TRAIN_NAME, array_digest, load_split
 from course_tools.hidden.torch_common import learner_function, learner_model, learner_value, torch_module
 
-TEST_FILE = Path(__file__).resolve().parent / "data" / "mnist_test.npz"
-TRAIN_FILE = SOURCE_DIR / "04_torch_classification" / "mnist_train.npz"
 MODEL_FILE, PREDICTIONS_FILE = "model.pt", "predictions.npy"
 NUM_CLASSES = 10
 #: Test-accuracy thresholds of the graded cells: full points at 90 %, partial credit below.
@@ -51,18 +53,25 @@ def _own_random_state() -> Iterator[None]:
 def hidden_test_split() -> tuple[np.ndarray, np.ndarray]:
     """The grader-only test images ``N x 28 x 28`` (uint8) and labels ``(N,)``."""
     if "test" not in _cache:
-        with np.load(TEST_FILE, allow_pickle=False) as data:
-            _cache["test"] = (np.asarray(data["images"], dtype=np.uint8), np.asarray(data["labels"], dtype=np.int64))
+        _cache["test"] = load_split(TEST_FILE)
     return _cache["test"]
 
 
 def validation_split() -> tuple[np.ndarray, np.ndarray]:
-    """The notebook's validation images and labels, recomputed from the shipped training file."""
+    """The notebook's validation images and labels, from the training file next to the notebook.
+
+    The file must be the one shipped with the assignment (its digest is pinned).
+    """
     if "val" not in _cache:
         from mytorch_lib.mnist import train_val_split
 
-        with np.load(TRAIN_FILE, allow_pickle=False) as data:
-            images, labels = np.asarray(data["images"], dtype=np.uint8), np.asarray(data["labels"], dtype=np.int64)
+        path = Path(TRAIN_NAME)
+        problem = f"{TRAIN_NAME} must stay next to the notebook, as it came with the assignment"
+        if not path.exists():
+            raise AssertionError(f"{TRAIN_NAME} was not found: {problem}")
+        images, labels = load_split(path)
+        if array_digest(images, labels) != DIGESTS["train"]:
+            raise AssertionError(f"{TRAIN_NAME} was changed: {problem}")
         _, _, X_val, y_val = train_val_split(images, labels)
         _cache["val"] = (X_val, y_val)
     return _cache["val"]
