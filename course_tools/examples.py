@@ -48,6 +48,13 @@ _TRANSPOSED_GRADIENT = {
     "answer_W1_updated": ("[[0.14, 0.35, -0.51], [-0.24, 0.34, 0.61]]", "[[0.14, -0.24], [0.35, 0.34], [-0.51, 0.61]]"),
 }
 
+# A learner who writes Linear's weight gradient as A^T dLdZ, the transpose of dLdZ^T A
+# (Cin x Cout instead of the Cout x Cin of W). Only the dLdW cell of 1_layers loses its
+# points: the later notebooks grade their own classes with the course's reference layers.
+_LINEAR_BUG = {
+    "linear": ("self.dLdW = dLdZ.T @ self.A", "self.dLdW = self.A.T @ dLdZ"),
+}
+
 EXAMPLES: tuple[Example, ...] = (
     Example("reference", "every answer cell holds the instructors' solution"),
     Example("untouched", "the release exactly as handed out", filled=False),
@@ -55,4 +62,6 @@ EXAMPLES: tuple[Example, ...] = (
             edits={"01_pen_and_paper": {"pen_and_paper": _CARRIED_FORWARD_SLIP}}),
     Example("transposed_gradient", "pen and paper: dL_dw1 transposed (3 x 2), and W1_updated built from it",
             edits={"01_pen_and_paper": {"pen_and_paper": _TRANSPOSED_GRADIENT}}),
+    Example("linear_bug", "NumPy library: Linear.backward stores dLdW transposed (A^T dLdZ); only 1_layers loses points",
+            edits={"02_numpy_library": {"1_layers": _LINEAR_BUG}}),
 )
