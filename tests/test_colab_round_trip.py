@@ -142,6 +142,27 @@ def test_colab_saved_without_nbgrader_metadata_scores_full_after_preflight(assig
                         f"{assignment} saved by Colab without nbgrader metadata, after preflight")
 
 
+def test_set_up_cell_edited_on_colab_is_restored_when_graded(grading):
+    """Colab ignores the read-only flag: a learner may change the set-up cell; grading puts it back."""
+    assignment = ASSIGNMENTS[0]
+    reference = _reference_scores(grading, assignment)
+    student = "colab_edited_setup"
+    folder = _write_colab_submission(grading.workspace.path("submitted", student, assignment), assignment,
+                                     grading.release_dir, keep_nbgrader=True)
+    for path in sorted(folder.glob("*.ipynb")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        setup = data["cells"][0]
+        assert setup["metadata"]["nbgrader"]["grade_id"] == "mytorch_setup"
+        # an edit that would break every later cell if it were run as submitted
+        setup["source"] = ["import sys\n", "sys.modules['mytorch_lib'] = None\n"]
+        path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    _assert_same_scores(_graded(grading, student, assignment), reference, f"{assignment} with an edited set-up cell")
+    header = nbformat.read(grading.release_dir / assignment / f"{notebooks(assignment)[0].stem}.ipynb", as_version=4)
+    graded = nbformat.read(grading.workspace.path("autograded", student, assignment) / notebooks(assignment)[0].name,
+                           as_version=4)
+    assert graded.cells[0].source == header.cells[0].source, "autograde should restore the set-up cell"
+
+
 def test_colab_saved_without_nbgrader_metadata_is_not_graded_without_preflight(grading):
     """The control: the same file straight into nbgrader loses the marks (or stops autograde)."""
     from course_tools.course import NbgraderStepFailed
