@@ -9,9 +9,9 @@ applying a variant's edits and the seed, and reports:
   ignore, 0 otherwise), which is how nbgrader scores the same cells;
 - the grader's numbers (held-out MSE, test-set accuracy, ...) from the hidden
   test modules, printed by a cell appended to the executed copy only;
-- the wall time of the whole notebook and of its training cell, and the CPU
-  time of the training cell (process time of the kernel: on a busy machine
-  wall times grow, while CPU time stays close to what an idle machine takes).
+- the wall time of the whole notebook and of its training cell, and their CPU
+  time (process time of the kernel: on a busy machine wall times grow, while
+  CPU time stays close to what an idle machine takes).
 
 ``autograde`` mode sets ``NBGRADER_EXECUTION`` as nbgrader does (the
 classification notebook then trains for fewer epochs); ``normal`` mode is a
@@ -147,7 +147,8 @@ def _instrument(nb: Any, assignment: str) -> None:
     nb.cells.append(nbformat.v4.new_code_cell(
         "import json as _json\n"
         f"from course_tools.hidden import {CHECKS[assignment]} as _grader\n"
-        "_numbers = dict(_grader.metrics(globals()), training_cpu_seconds=_baseline_cpu)\n"
+        "_numbers = dict(_grader.metrics(globals()), training_cpu_seconds=_baseline_cpu,\n"
+        "                kernel_cpu_seconds=__import__('time').process_time())\n"
         f"print({METRICS_MARKER!r} + _json.dumps(_numbers))",
         id="baseline_metrics"))
 
@@ -230,7 +231,8 @@ def summarise(runs: list[Run]) -> list[str]:
         lines.append(f"{assignment:24} {variant:10} {mode:9} {KEY_METRIC[assignment]} mean {statistics.mean(values):.4f} "
                      f"min {min(values):.4f} max {max(values):.4f} over {len(group)} seed(s); "
                      f"score {min(r.score for r in group):.1f}..{max(r.score for r in group):.1f}/{group[0].max_score:.0f}; "
-                     f"notebook {statistics.mean(r.notebook_seconds for r in group):.1f} s, "
+                     f"notebook {statistics.mean(r.notebook_seconds for r in group):.1f} s "
+                     f"(kernel CPU {statistics.mean(r.metrics.get('kernel_cpu_seconds', math.nan) for r in group):.1f} s), "
                      f"training {statistics.mean(r.training_seconds for r in group):.1f} s "
                      f"(CPU {statistics.mean(r.metrics.get('training_cpu_seconds', math.nan) for r in group):.1f} s)")
     return lines
