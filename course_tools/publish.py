@@ -5,8 +5,8 @@ The learner bundle (default ``build/learners/``) holds exactly:
 - one folder per assignment: the release notebooks (freshly generated from
   ``source/``, so they start with the shared header) and the files they read;
 - ``mytorch_lib/``, with a ``pyproject.toml`` that makes the bundle
-  pip-installable (Colab installs the library straight from the published
-  bundle);
+  pip-installable (on Colab the set-up cell clones the published bundle,
+  installs the library from it and copies the data files next to the notebook);
 - ``README.md`` (from ``course_tools/templates/LEARNER_README.md``): set-up
   with pip or conda, a Colab link per notebook, how to check and how to submit;
 - ``requirements.txt`` and ``environment.yml`` for learners (the tested pins
@@ -21,7 +21,7 @@ and any mention of the instructor package. Publishing refuses a bundle with a le
 
 Where the bundle is published is ONE setting, ``course.toml`` (section
 ``[learners]``). The Colab set-up cell of ``source/header.ipynb`` must name
-the same install source; ``--sync-header`` rewrites it from ``course.toml``.
+the same place; ``--sync-header`` rewrites it from ``course.toml``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN T
 MIN_SECRET_LINE = 16
 TEXT_SUFFIXES = {".ipynb", ".py", ".md", ".txt", ".toml", ".yml", ".yaml", ".json", ".csv", ".cfg", ".svg", ".html"}
 HEADER_SETUP_ID = "mytorch_setup"
-_HEADER_SOURCE = re.compile(r'(def _mytorch_setup\(source=)"([^"]*)"')
+_HEADER_SOURCE = re.compile(r'(def _mytorch_setup\(published=)"([^"]*)"')
 
 
 class PublishError(RuntimeError):
@@ -83,9 +83,9 @@ class LearnerSite:
         return f"https://github.com/{self.repository}"
 
     @property
-    def pip_source(self) -> str:
-        """The pip requirement that installs mytorch_lib from the published bundle."""
-        return f"mytorch-lib @ git+{self.url}@{self.branch}"
+    def published(self) -> str:
+        """``<url>@<branch>``: what the Colab set-up cell clones (and installs mytorch_lib from)."""
+        return f"{self.url}@{self.branch}"
 
     def colab_url(self, path: str) -> str:
         """Colab link of the bundle file ``path`` (e.g. ``01_pen_and_paper/pen_and_paper.ipynb``)."""
@@ -111,23 +111,23 @@ def _setup_cell(header: Any) -> Any:
     return cells[0]
 
 
-def header_install_source(header_file: Path = HEADER_FILE) -> str:
-    """The pip requirement the header's set-up cell installs on Colab."""
+def header_published(header_file: Path = HEADER_FILE) -> str:
+    """The ``<url>@<branch>`` the header's set-up cell fetches the course from on Colab."""
     cell = _setup_cell(nbformat.read(header_file, as_version=4))
     found = _HEADER_SOURCE.findall(cell.source)
     if len(found) != 1:
-        raise PublishError(f"{header_file}: the set-up cell must define _mytorch_setup(source=\"...\") once")
+        raise PublishError(f"{header_file}: the set-up cell must define _mytorch_setup(published=\"...\") once")
     return found[0][1]
 
 
 def sync_header(site: LearnerSite | None = None, header_file: Path = HEADER_FILE) -> bool:
-    """Make the header's install source the one ``course.toml`` names; True if the file changed."""
+    """Make the header fetch the course from where ``course.toml`` says; True if the file changed."""
     from course_tools.authoring import canonical_json
 
     site = site or learner_site()
     nb = nbformat.read(header_file, as_version=4)
     cell = _setup_cell(nb)
-    cell.source = _HEADER_SOURCE.sub(lambda m: f'{m.group(1)}"{site.pip_source}"', cell.source)
+    cell.source = _HEADER_SOURCE.sub(lambda m: f'{m.group(1)}"{site.published}"', cell.source)
     before = Path(header_file).read_text(encoding="utf-8")
     after = canonical_json(nb)
     if after != before:
@@ -136,11 +136,11 @@ def sync_header(site: LearnerSite | None = None, header_file: Path = HEADER_FILE
 
 
 def check_header(site: LearnerSite) -> None:
-    """Raise unless the header installs mytorch_lib from where ``course.toml`` says."""
-    found = header_install_source()
-    if found != site.pip_source:
+    """Raise unless the header fetches the course from where ``course.toml`` says."""
+    found = header_published()
+    if found != site.published:
         raise PublishError(
-            f"source/header.ipynb installs {found!r} on Colab but course.toml names {site.pip_source!r}: "
+            f"source/header.ipynb fetches {found!r} on Colab but course.toml names {site.published!r}: "
             "run `python -m course_tools publish --sync-header`, then `python -m course_tools release`")
 
 
@@ -454,7 +454,7 @@ def main(out: str | None, *, sync: bool = False, check_release: bool = True) -> 
     """The ``publish`` subcommand."""
     if sync:
         changed = sync_header()
-        print(f"source/header.ipynb {'updated' if changed else 'already'} installs {learner_site().pip_source!r}"
+        print(f"source/header.ipynb {'updated: now' if changed else 'already'} fetches {learner_site().published!r}"
               + ("; now run `python -m course_tools release` and commit" if changed else ""))
         return 0
     try:
@@ -468,5 +468,5 @@ def main(out: str | None, *, sync: bool = False, check_release: bool = True) -> 
     return 0
 
 
-__all__ = ["Bundle", "LearnerSite", "PublishError", "build_bundle", "header_install_source", "learner_readme",
+__all__ = ["Bundle", "LearnerSite", "PublishError", "build_bundle", "header_published", "learner_readme",
            "learner_requirements", "learner_site", "publish", "scan_bundle", "secret_lines", "sync_header"]

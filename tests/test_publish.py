@@ -131,31 +131,52 @@ def test_setup_cell_is_silent_and_cheap_outside_colab(bundle: Path, monkeypatch:
     assert seconds < 0.05, f"the set-up cell took {seconds:.3f} s outside Colab"
 
 
-def test_setup_cell_installs_from_the_published_location_on_colab(bundle: Path, monkeypatch: pytest.MonkeyPatch):
+def test_setup_cell_on_colab_fetches_the_published_bundle(bundle: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    """On Colab (simulated: a COLAB_ variable, git and pip recorded): clone, install, data files in place."""
+    site = pub.learner_site()
+    home, content = tmp_path / "root", tmp_path / "content"
+    home.mkdir()
+    content.mkdir()
+    monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-test")
+    monkeypatch.chdir(content)
     calls: list = []
-    monkeypatch.setattr(subprocess, "run", lambda cmd, **k: calls.append((cmd, k)))
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)  # mytorch_lib not there yet
+
+    def fake_run(command, **kwargs):
+        calls.append(command)
+        assert kwargs.get("check") is True, "a failed download or install must stop the cell"
+        if command[:2] == ["git", "clone"]:
+            shutil.copytree(bundle, command[-1])  # the published repository holds the bundle
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)  # mytorch_lib not installed yet
     printed, _, _ = _run_setup(_setup_source(bundle))
-    assert len(calls) == 1, "on Colab the set-up cell installs mytorch_lib once"
-    command, kwargs = calls[0]
-    assert command[:4] == [sys.executable, "-m", "pip", "install"] and kwargs.get("check") is True
-    assert command[-1] == pub.learner_site().pip_source
-    assert "mytorch_lib" in printed
+    clone = str(home / "mytorch-course")
+    assert calls == [["git", "clone", "--quiet", "--depth", "1", "--branch", site.branch, site.url, clone],
+                     [sys.executable, "-m", "pip", "install", "--quiet", clone]]
+    data = sorted(p.name for p in bundle.glob("[0-9][0-9]*/*") if p.is_file() and p.suffix != ".ipynb")
+    assert sorted(p.name for p in content.iterdir()) == data, "the data files belong next to the notebook"
+    assert "Ready" in printed
+
+    calls.clear()  # run again in the same session: nothing is fetched or installed twice
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    _run_setup(_setup_source(bundle))
+    assert calls == []
 
 
 def test_header_readme_and_links_follow_course_toml(bundle: Path, tmp_path: Path):
     site = pub.learner_site()
-    assert pub.header_install_source() == site.pip_source, "run `python -m course_tools publish --sync-header`"
-    assert site.pip_source == f"mytorch-lib @ git+https://github.com/{site.repository}@{site.branch}"
-    # --sync-header rewrites the one install source and nothing else, and is idempotent
+    assert pub.header_published() == site.published, "run `python -m course_tools publish --sync-header`"
+    assert site.published == f"https://github.com/{site.repository}@{site.branch}"
+    # --sync-header rewrites the one place the header names and nothing else, and is idempotent
     header = tmp_path / "header.ipynb"
     shutil.copyfile(pub.HEADER_FILE, header)
     other = pub.LearnerSite("someone/elsewhere", "spring-term")
     assert pub.sync_header(other, header) is True
-    assert pub.header_install_source(header) == other.pip_source
+    assert pub.header_published(header) == other.published
     assert pub.sync_header(other, header) is False
-    before = pub.HEADER_FILE.read_text(encoding="utf-8").replace(site.pip_source, other.pip_source)
+    before = pub.HEADER_FILE.read_text(encoding="utf-8").replace(site.published, other.published)
     assert header.read_text(encoding="utf-8") == before
 
 
