@@ -23,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     p_publish.add_argument("--no-release-check", action="store_true",
                            help="publish even if the committed release/ differs from a fresh generation")
 
+    p_mutate = sub.add_parser("mutate", help="mutate the solutions, autograde each mutant, report the kill ratio")
+    from course_tools.mutation import add_arguments as add_mutate_arguments
+
+    add_mutate_arguments(p_mutate)
+
     args = parser.parse_args(argv)
     if args.command == "release":
         from course_tools.release import generate_release
@@ -38,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         from course_tools.publish import main as publish
 
         return publish(args.out, sync=args.sync_header, check_release=not args.no_release_check)
+    if args.command == "mutate":
+        from course_tools.mutation import main as mutate
+
+        return mutate(args)
     return 2
 
 

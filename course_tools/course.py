@@ -101,10 +101,15 @@ class Workspace:
         return self._check(f"generate_assignment {assignment}",
                            self.api.generate_assignment(assignment, force=True, create=True))
 
-    def autograde(self, assignment: str, student: str) -> dict[str, Any]:
-        """``nbgrader autograde --force`` of one submission."""
-        return self._check(f"autograde {assignment} for {student}",
-                           self.api.autograde(assignment, student, force=True, create=True))
+    def autograde(self, assignment: str, student: str, notebook: str | None = None) -> dict[str, Any]:
+        """``nbgrader autograde --force`` of one submission (only ``notebook``, name without .ipynb, if given)."""
+        coursedir = self.api.coursedir
+        previous, coursedir.notebook_id = coursedir.notebook_id, notebook or "*"
+        try:
+            return self._check(f"autograde {assignment} for {student}",
+                               self.api.autograde(assignment, student, force=True, create=True))
+        finally:
+            coursedir.notebook_id = previous
 
     def feedback(self, assignment: str, student: str) -> dict[str, Any]:
         """``nbgrader generate_feedback --force`` of one autograded submission."""
