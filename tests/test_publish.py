@@ -243,6 +243,12 @@ def test_publish_refuses_a_stale_release_and_a_foreign_folder(tmp_path: Path):
     with pytest.raises(pub.PublishError, match="does not hold a learner bundle"):
         pub._replace_contents(foreign, staging)
     assert (foreign / "thesis").is_dir(), "publishing must never delete a folder that is not a bundle"
+    with pytest.raises(pub.PublishError, match="holds the course repository"):
+        pub._replace_contents(REPO_ROOT, staging)
+    (foreign / "README.md").write_text(pub.GENERATED_MARK + " -->\n", encoding="utf-8")
+    (foreign / "course_tools").mkdir()
+    with pytest.raises(pub.PublishError, match="does not hold a learner bundle"):
+        pub._replace_contents(foreign, staging)
 
 
 
