@@ -55,6 +55,14 @@ def test_bundle_holds_exactly_what_learners_get(bundle: Path):
     assert sorted(p.name for p in (bundle / pub.LIBRARY).rglob("*") if p.is_file()) == library
 
 
+def test_colab_set_up_finds_every_data_file(bundle: Path):
+    """On Colab the set-up cell copies the files of every ``NN_...`` folder next to the notebook: names must not clash."""
+    assert all(re.match(r"\d\d", a) for a in assignments()), "assignment folders must start with two digits"
+    names = [p.name for p in bundle.glob("[0-9][0-9]*/*") if p.is_file() and p.suffix != ".ipynb"]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    assert not clashes, f"files of the same name in several assignments (Colab would get only one): {clashes}"
+
+
 def test_leak_scan_of_the_bundle_is_clean(bundle: Path):
     assert pub.scan_bundle(bundle) == []
 
