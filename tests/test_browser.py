@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Iterator
@@ -52,9 +53,12 @@ def _stub_notebook(bundle: Path) -> str | None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
-    bundle, seconds = published()
+    published_bundle, seconds = published()
     _TIMINGS["publish_s"] = seconds
-    with JupyterLab(bundle, tmp_path_factory.mktemp("jupyterlab"), python_path=(bundle,)) as server:
+    # JupyterLab writes checkpoints next to the notebooks it opens: serve a copy of the bundle.
+    state = tmp_path_factory.mktemp("jupyterlab")
+    bundle = Path(shutil.copytree(published_bundle, state / "learners"))
+    with JupyterLab(bundle, state, python_path=(bundle,)) as server:
         _TIMINGS["server_start_s"] = server.started_in or 0.0
         yield server
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -150,12 +150,16 @@ def test_setup_cell_on_colab_fetches_the_published_bundle(bundle: Path, tmp_path
     monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-test")
     monkeypatch.chdir(content)
     calls: list = []
+    shutil.copytree(bundle / "01_pen_and_paper", home / "extra" / "data",  # a data folder, and editor clutter
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    (home / "extra" / ".ipynb_checkpoints").mkdir()
 
     def fake_run(command, **kwargs):
         calls.append(command)
         assert kwargs.get("check") is True, "a failed download or install must stop the cell"
-        if command[:2] == ["git", "clone"]:
-            shutil.copytree(bundle, command[-1])  # the published repository holds the bundle
+        if command[:2] == ["git", "clone"]:  # the published repository holds the bundle
+            shutil.copytree(bundle, command[-1], ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+            shutil.copytree(home / "extra", Path(command[-1]) / "01_pen_and_paper", dirs_exist_ok=True)
 
     monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)  # mytorch_lib not installed yet
@@ -163,7 +167,8 @@ def test_setup_cell_on_colab_fetches_the_published_bundle(bundle: Path, tmp_path
     clone = str(home / "mytorch-course")
     assert calls == [["git", "clone", "--quiet", "--depth", "1", "--branch", site.branch, site.url, clone],
                      [sys.executable, "-m", "pip", "install", "--quiet", clone]]
-    data = sorted(p.name for p in bundle.glob("[0-9][0-9]*/*") if p.is_file() and p.suffix != ".ipynb")
+    data = sorted(["data"] + [p.name for p in bundle.glob("[0-9][0-9]*/*")
+                              if p.suffix != ".ipynb" and not p.name.startswith(".")])
     assert sorted(p.name for p in content.iterdir()) == data, "the data files belong next to the notebook"
     assert "Ready" in printed
 
