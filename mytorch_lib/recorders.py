@@ -41,10 +41,13 @@ __all__ = [
 
 @dataclass
 class Recording:
-    """What the recorders saw: every layer built (in order) and every call as ``(method, layer index)``."""
+    """What the recorders saw: every layer built (in order) and every call, in order.
+
+    A call is ``(method, layer, received array, returned array)``.
+    """
 
     layers: list[Any] = field(default_factory=list)
-    calls: list[tuple[str, int]] = field(default_factory=list)
+    calls: list[tuple[str, Any, np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
 class _Recorder:
@@ -73,19 +76,19 @@ class _Recorder:
         return tuple(values)
 
     def forward(self, X: np.ndarray) -> np.ndarray:
-        self.recording.calls.append(("forward", self.index))
         X = np.asarray(X)
         self.received = X
         sizes = self.sizes()
         width = sizes[1] if self.kind == "Linear" and len(sizes) == 2 else X.shape[-1]
         self.returned = np.full((X.shape[0], width), float(self.index + 1))
+        self.recording.calls.append(("forward", self, X, self.returned))
         return self.returned
 
     def backward(self, dLdOut: np.ndarray) -> np.ndarray:
-        self.recording.calls.append(("backward", self.index))
         self.received_grad = np.asarray(dLdOut)
         shape = self.received.shape if self.received is not None else np.shape(dLdOut)
         self.returned_grad = np.full(shape, -float(self.index + 1))
+        self.recording.calls.append(("backward", self, self.received_grad, self.returned_grad))
         return self.returned_grad
 
 
@@ -152,39 +155,40 @@ def _input(layers: list[Any], n: int) -> np.ndarray:
     return np.arange(n * width, dtype=np.float64).reshape(n, width) / 10
 
 
+def _visits(layers: list[Any], calls: list[tuple[str, Any, np.ndarray, np.ndarray]], method: str) -> list[Any]:
+    """Positions in ``layers`` of the layers called with ``method``, in call order (-1: not in the model)."""
+    positions = []
+    for called, layer, _, _ in calls:
+        if called == method:
+            positions.append(next((pos for pos, other in enumerate(layers) if other is layer), -1))
+    return positions
+
+
 def check_forward_wiring(model: Any, n: int = 4) -> None:
     """Fail unless ``model.forward`` feeds each layer's output to the next and returns the last output."""
     name = type(model).__name__
     layers = _layers(model)
-    recording = layers[0].recording if layers else None
-    if recording is None:
+    if not layers:
         raise CheckFailure(f"{name}.layers is empty")
+    recording = layers[0].recording
     recording.calls.clear()
     A0 = _input(layers, n)
     out = model.forward(A0.copy())
-    order = [_position(layers, i) for method, i in recording.calls if method == "forward"]
-    expected_order = list(range(len(layers)))
-    if order != expected_order:
+    calls = [c for c in recording.calls if c[0] == "forward"]
+    order, expected_order = _visits(layers, calls, "forward"), list(range(len(layers)))
+    if len(calls) != len(layers) or any(call[1] is not layer for call, layer in zip(calls, layers)):
         raise CheckFailure(f"{name}.forward visited self.layers at positions {order}, expected {expected_order} "
                            "(each layer once, first to last)"
                            "\n  hint: loop over self.layers and call layer.forward on each")
-    if not np.array_equal(layers[0].received, A0):
+    if not np.array_equal(calls[0][2], A0):
         raise CheckFailure(f"{name}.forward(A0): the first layer did not receive A0")
-    for k in range(1, len(layers)):
-        if not np.array_equal(layers[k].received, layers[k - 1].returned):
+    for k in range(1, len(calls)):
+        if not np.array_equal(calls[k][2], calls[k - 1][3]):
             raise CheckFailure(
                 f"{name}.forward: layers[{k}] ({layers[k].kind}) did not receive the output of layers[{k - 1}] "
                 f"({layers[k - 1].kind})\n  hint: pass each layer's output on: A = layer.forward(A)")
-    if not isinstance(out, np.ndarray) or not np.array_equal(out, layers[-1].returned):
+    if not isinstance(out, np.ndarray) or not np.array_equal(out, calls[-1][3]):
         raise CheckFailure(f"{name}.forward did not return the output of the last layer")
-
-
-def _position(layers: list[Any], index: int) -> int:
-    """Position in ``layers`` of the recorder whose creation index is ``index`` (-1 if not in the model)."""
-    for pos, layer in enumerate(layers):
-        if layer.index == index:
-            return pos
-    return -1
 
 
 def check_backward_wiring(model: Any, n: int = 4) -> None:
@@ -200,17 +204,18 @@ def check_backward_wiring(model: Any, n: int = 4) -> None:
     recording.calls.clear()
     dLdA_last = np.full(A.shape, 0.5)
     returned = model.backward(dLdA_last.copy())
-    order = [_position(layers, i) for method, i in recording.calls if method == "backward"]
-    expected_order = list(range(len(layers)))[::-1]
-    if order != expected_order:
+    calls = [c for c in recording.calls if c[0] == "backward"]
+    order, expected_order = _visits(layers, calls, "backward"), list(range(len(layers)))[::-1]
+    if len(calls) != len(layers) or any(call[1] is not layer for call, layer in zip(calls, layers[::-1])):
         raise CheckFailure(f"{name}.backward visited self.layers at positions {order}, expected {expected_order}"
                            "\n  hint: walk the layers in reverse, for example for layer in reversed(self.layers)")
-    if not np.array_equal(layers[-1].received_grad, dLdA_last):
+    if not np.array_equal(calls[0][2], dLdA_last):
         raise CheckFailure(f"{name}.backward(dLdA): the last layer did not receive dLdA")
-    for k in range(len(layers) - 1):
-        if not np.array_equal(layers[k].received_grad, layers[k + 1].returned_grad):
+    for k in range(1, len(calls)):
+        pos = len(layers) - 1 - k
+        if not np.array_equal(calls[k][2], calls[k - 1][3]):
             raise CheckFailure(
-                f"{name}.backward: layers[{k}] ({layers[k].kind}) did not receive the gradient returned by "
-                f"layers[{k + 1}] ({layers[k + 1].kind})\n  hint: dLdA = layer.backward(dLdA)")
-    if not isinstance(returned, np.ndarray) or not np.array_equal(returned, layers[0].returned_grad):
+                f"{name}.backward: layers[{pos}] ({layers[pos].kind}) did not receive the gradient returned by "
+                f"layers[{pos + 1}] ({layers[pos + 1].kind})\n  hint: dLdA = layer.backward(dLdA)")
+    if not isinstance(returned, np.ndarray) or not np.array_equal(returned, calls[-1][3]):
         raise CheckFailure(f"{name}.backward did not return the gradient returned by the first layer (dLdA0)")

@@ -21,8 +21,11 @@ Fairness rules implemented here:
 
 from __future__ import annotations
 
+import inspect
 import io
 import re
+import textwrap
+import time
 import tokenize
 from typing import Any, Callable, Mapping
 
@@ -33,10 +36,9 @@ from course_tools.hidden.common import (
     NO_TORCH,
     as_float64,
     assert_close,
-    assert_vectorised,
+    best_time,
     learner_class,
     rng,
-    source_of,
     swapped,
     torch64,
 )
@@ -46,6 +48,11 @@ Namespace = Mapping[str, Any]
 #: Tanh must be built from exponentials (course spec, section 2).
 NO_TANH = {r"\btanh\b": "computes tanh with a library tanh (np.tanh, math.tanh, ...); "
                         "build it from np.exp as the notebook shows"}
+
+#: Activations whose running time is compared with the reference. Not Softmax: the per-row
+#: Jacobian loop the notebook teaches is a right answer; not GELU: the notebook allows math.erf
+#: through np.vectorize, itself a loop over the elements.
+TIMED = ("Sigmoid", "Tanh", "ReLU")
 
 #: Shapes of the large inputs used to time element-wise code: a Python loop over
 #: samples (first shape) or over features (second shape) is hundreds of times slower.
@@ -75,9 +82,37 @@ def code_without_text(source: str) -> str:
     return " ".join(kept)
 
 
+def code_of(cls: type) -> str:
+    """The code of every method of ``cls``, comments and strings removed.
+
+    Where the source text cannot be found (code run by ``exec``), the names the
+    compiled methods use stand in for it, so a forbidden call is still seen.
+    """
+    parts = []
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        for value in vars(klass).values():
+            func = getattr(value, "__func__", value)
+            if inspect.isfunction(func):
+                try:
+                    parts.append(code_without_text(textwrap.dedent(inspect.getsource(func))))
+                except (OSError, TypeError):
+                    parts.append(" ".join(_names(func.__code__)))
+    return "\n".join(parts)
+
+
+def _names(code: Any) -> list[str]:
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names += _names(const)
+    return names
+
+
 def forbid_in_code(cls: type, patterns: Mapping[str, str]) -> None:
     """Fail if the code of ``cls`` (comments and strings removed) matches a forbidden regex."""
-    code = code_without_text(source_of(cls))
+    code = code_of(cls)
     for pattern, reason in patterns.items():
         if re.search(pattern, code):
             raise AssertionError(f"{cls.__name__}: {reason}")
@@ -226,12 +261,31 @@ def _vectorised(name: str, layer: Any, ref_layer: Any, gen: np.random.Generator,
             if backward:
                 layer.forward(big_Z)
                 ref_layer.forward(big_Z)
-                assert_vectorised(f"{name}.backward on an input of shape {shape}", lambda: layer.backward(big_G),
-                                  lambda: (ref_layer.forward(big_Z), ref_layer.backward(big_G)),
-                                  ratio=TIMING_RATIO, slack=TIMING_SLACK)
+                _assert_fast(f"{name}.backward on an input of shape {shape}", lambda: layer.backward(big_G),
+                             lambda: (ref_layer.forward(big_Z), ref_layer.backward(big_G)))
             else:
-                assert_vectorised(f"{name}.forward on an input of shape {shape}", lambda: layer.forward(big_Z),
-                                  lambda: ref_layer.forward(big_Z), ratio=TIMING_RATIO, slack=TIMING_SLACK)
+                _assert_fast(f"{name}.forward on an input of shape {shape}", lambda: layer.forward(big_Z),
+                             lambda: ref_layer.forward(big_Z))
+
+
+def _assert_fast(what: str, learner: Callable[[], Any], reference: Callable[[], Any]) -> None:
+    """Fail if ``learner`` is much slower than the vectorised ``reference`` (same input, same cell).
+
+    The reference is timed best of 3; the learner passes as soon as one of up to 3 runs is within
+    ``TIMING_RATIO`` times that plus ``TIMING_SLACK`` (a loop over 800,000 elements is far slower).
+    """
+    t_ref = best_time(reference)
+    limit = TIMING_RATIO * t_ref + TIMING_SLACK
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        learner()
+        times.append(time.perf_counter() - started)
+        if times[-1] <= limit:
+            return
+    raise AssertionError(
+        f"{what} took {min(times):.3f} s, the vectorised reference {t_ref:.4f} s: replace Python loops over "
+        "samples or features by whole-array NumPy operations (np.where, np.maximum, element-wise * and /)")
 
 
 def _torch_activation(name: str, beta: float = 1.0) -> Callable[[Any], Any]:
@@ -299,7 +353,7 @@ def _activation_forward(cls: type, name: str, seed: int) -> None:
         if not isinstance(getattr(layer, "A", None), np.ndarray):
             raise AssertionError(f"{what} did not store its output: set self.A (backward uses it)")
         assert_close(f"{what}: the stored self.A", layer.A, expected, atol=1e-12)
-    if name != "Softmax":
+    if name in TIMED:
         _vectorised(name, cls(), getattr(reference, name)(), gen, backward=False)
 
 
@@ -332,7 +386,7 @@ def activation_backward(namespace: Namespace, name: str, *, seed: int) -> None:
                     raise AssertionError(f"{wrong}\n  ReLU's gradient where Z is exactly 0 must be 0 (as in PyTorch): "
                                          "use A > 0, not A >= 0") from None
                 raise
-        if name != "Softmax":  # the per-row Jacobian loop the notebook teaches is a right answer there
+        if name in TIMED:
             _vectorised(name, cls(), getattr(reference, name)(), gen, backward=True)
 
 

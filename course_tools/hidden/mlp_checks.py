@@ -72,8 +72,9 @@ def structure(namespace: Namespace, name: str) -> None:
         raise AssertionError(f"{name}().layers should be {expected}, got {got}")
     if len({id(layer) for layer in layers}) != len(layers):
         raise AssertionError(f"{name}().layers holds the same layer object twice: build a new ReLU() for each place")
-    other = _layers(_build(namespace, name), name)
-    if any(a is b for a, b in zip(layers, other)):
+    other_model = _build(namespace, name)
+    other = _layers(other_model, name)
+    if other_model.layers is model.layers or any(a is b for a, b in zip(layers, other)):
         raise AssertionError(f"two {name} models share layer objects: build the layers inside __init__ "
                              "(not as a class attribute), so every model gets its own")
 
