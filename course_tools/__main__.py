@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
 
     add_mutate_arguments(p_mutate)
 
+    from course_tools.grade_class import add_arguments as add_grade_arguments, add_preflight_arguments
+
+    add_grade_arguments(sub.add_parser("grade", help="grade a whole class: preflight, sandboxed parallel autograde, "
+                                                     "summary table and CSV"))
+    add_preflight_arguments(sub.add_parser("preflight", help="check submissions against the release without grading"))
+
     args = parser.parse_args(argv)
     if args.command == "release":
         from course_tools.release import generate_release
@@ -47,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         from course_tools.mutation import main as mutate
 
         return mutate(args)
+    if args.command == "grade":
+        from course_tools.grade_class import main as grade
+
+        return grade(args)
+    if args.command == "preflight":
+        from course_tools.grade_class import preflight_main
+
+        return preflight_main(args)
     return 2
 
 

@@ -2,13 +2,21 @@
 # System packages the test suite needs, from Debian's archive (idempotent: installs
 # only what is missing). CI calls this before `make test`; run it once on a new machine.
 #
-#   chromium  the real-browser test of JupyterLab (tests/test_browser.py drives
-#             /usr/bin/chromium through Playwright; Playwright's own browser
-#             downloads are not used)
+#   chromium    the real-browser test of JupyterLab (tests/test_browser.py drives
+#               /usr/bin/chromium through Playwright; Playwright's own browser
+#               downloads are not used)
+#   bubblewrap  the sandbox student code runs in while autograding
+#               (course_tools/sandbox.py, tests/test_sandbox.py, tests/test_adversarial.py)
+#   postgresql  the server the PostgreSQL gradebook tests start on loopback
+#               (tests/test_postgres.py starts its own server; the default cluster is unused)
+#   util-linux  setpriv and prlimit, used by the sandbox and its tests (normally present)
 set -euo pipefail
 
 PACKAGES=(
   chromium
+  bubblewrap
+  postgresql
+  util-linux
 )
 
 missing=()

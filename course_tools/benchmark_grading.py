@@ -1,0 +1,223 @@
+"""Benchmark: our class-grading command against a plain loop of ``nbgrader autograde`` calls.
+
+``python -m course_tools.benchmark_grading [--students N] [--assignments A ...] [--workers 1 2 ...]``
+
+It builds a synthetic class (reference, blank and half-done submissions, plus
+the bundled buggy examples, over every notebook of every assignment), then
+grades the same submissions
+
+1. with a plain loop of ``nbgrader autograde ASSIGNMENT --student S`` CLI calls
+   (one process per submission, as an instructor's shell loop would);
+2. with ``python -m course_tools grade`` (sandboxed, parallel workers), once
+   per worker count asked for;
+3. bare: every submitted notebook executed once with nbclient, no nbgrader.
+
+It prints submissions per minute for 1 and 2, their ratio, and the
+per-notebook overhead of 2 (one worker) against 3, and checks that both
+gradebooks hold the same grades. Timings depend on the machine's load: run it
+on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from course_tools.course import REPO_ROOT, Workspace, assignments, notebooks
+from course_tools.examples import EXAMPLES
+from course_tools.submissions import learner_notebook, write_submission
+
+
+def half_done(assignment: str, notebook: str, release_dir: Path) -> Any:
+    """The reference submission with every second answer cell left as the release's stub."""
+    nb = learner_notebook(assignment, notebook, release_dir=release_dir)
+    release = nbformat.read(release_dir / assignment / f"{notebook}.ipynb", as_version=4)
+    stubs = {c.get("id"): c.source for c in release.cells
+             if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
+    answer_index = 0
+    for cell in nb.cells:
+        if cell.get("id") in stubs:
+            if answer_index % 2:
+                cell.source = stubs[cell["id"]]
+            answer_index += 1
+    return nb
+
+
+def synthetic_class(assignment: str, release_dir: Path, size: int) -> dict[str, dict[str, Any]]:
+    """``size`` submissions ``{student: {notebook: nb}}`` cycling reference, blank, half-done, examples."""
+    names = [nb.stem for nb in notebooks(assignment)]
+    kinds: list[tuple[str, Any]] = [
+        ("reference", lambda n: learner_notebook(assignment, n, release_dir=release_dir)),
+        ("blank", lambda n: learner_notebook(assignment, n, filled=False, release_dir=release_dir)),
+        ("half", lambda n: half_done(assignment, n, release_dir)),
+    ]
+    for example in EXAMPLES:
+        if assignment in example.edits:
+            edits = example.edits[assignment]
+            kinds.append((example.student, lambda n, e=edits: learner_notebook(
+                assignment, n, e.get(n), release_dir=release_dir)))
+    result = {}
+    for k in range(size):
+        kind, make = kinds[k % len(kinds)]
+        result[f"{kind}_{k:03d}"] = {name: make(name) for name in names}
+    return result
+
+
+def submit_class(workspace: Workspace, assignment: str, students: dict[str, dict[str, Any]]) -> None:
+    for student, nbs in students.items():
+        write_submission(workspace.path("submitted", student, assignment), nbs,
+                         release_folder=workspace.release_dir / assignment)
+
+
+def gradebook_dump(db_url: str, assignment: str, course_id: str = "mytorch") -> dict[tuple, tuple]:
+    """Everything autograding writes, keyed by (student, notebook, cell): scores, flags, comments.
+
+    Ids and timestamps of the rows are left out, so two gradebooks graded from the
+    same submissions compare equal when they hold the same grades.
+    """
+    from nbgrader.api import Gradebook
+
+    dump: dict[tuple, tuple] = {}
+    with Gradebook(db_url, course_id) as gb:
+        for submission in gb.find_assignment(assignment).submissions:
+            student = submission.student.id
+            dump[(student,)] = (submission.timestamp, submission.extension, submission.score, submission.max_score)
+            for nb in submission.notebooks:
+                dump[(student, nb.name)] = (nb.score, nb.max_score, nb.needs_manual_grade, nb.late_submission_penalty)
+                for grade in nb.grades:
+                    dump[(student, nb.name, "grade", grade.name)] = (
+                        grade.auto_score, grade.manual_score, grade.extra_credit, grade.needs_manual_grade,
+                        grade.max_score)
+                for comment in nb.comments:
+                    dump[(student, nb.name, "comment", comment.name)] = (comment.auto_comment,
+                                                                         comment.manual_comment)
+    return dump
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    return env
+
+
+def plain_loop(workspace: Workspace, assignment: str, students: list[str]) -> float:
+    """Seconds for one ``nbgrader autograde`` CLI call per submission (what a shell loop does)."""
+    nbgrader = str(Path(sys.executable).parent / "nbgrader")
+    started = time.perf_counter()
+    for student in students:
+        subprocess.run([nbgrader, "autograde", assignment, "--student", student, "--force",
+                        f"--CourseDirectory.root={workspace.root}",
+                        f"--CourseDirectory.source_directory={REPO_ROOT / 'source'}",
+                        f"--CourseDirectory.release_directory={workspace.release_dir}"],
+                       cwd=REPO_ROOT, env=_env(), capture_output=True, check=False)
+    return time.perf_counter() - started
+
+
+def our_command(workspace: Workspace, assignment: str, workers: int) -> tuple[float, list[dict[str, Any]]]:
+    """Seconds for ``python -m course_tools grade`` (a fresh process, start-up included)."""
+    from course_tools.grade_class import load_record, submitted_students
+
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "course_tools", "grade", assignment, "--root", str(workspace.root),
+                    "--release-dir", str(workspace.release_dir), "--workers", str(workers), "--force", "--quiet"],
+                   cwd=REPO_ROOT, env=_env(), capture_output=True, check=False)
+    seconds = time.perf_counter() - started
+    records = [load_record(workspace.root, assignment, s) for s in submitted_students(workspace, assignment)]
+    return seconds, [r for r in records if r]
+
+
+def bare_seconds(workspace: Workspace, assignment: str, students: list[str]) -> dict[tuple[str, str], float]:
+    """Per (student, notebook): seconds to execute the submitted notebook with nbclient alone."""
+    from course_tools.execute import run_notebook
+
+    times = {}
+    scratch = workspace.root / "bare"
+    for student in students:
+        folder = scratch / student
+        shutil.copytree(workspace.path("submitted", student, assignment), folder)
+        for path in sorted(folder.glob("*.ipynb")):
+            times[(student, path.stem)] = run_notebook(path, timeout=120).seconds
+    return times
+
+
+def run(args: argparse.Namespace) -> int:
+    names = args.assignments or assignments()
+    base = Path(args.workdir).resolve()
+    shutil.rmtree(base, ignore_errors=True)
+    plain_ws, ours_ws = Workspace(base / "plain"), Workspace(base / "ours")
+    total = {"plain": 0.0, **{f"ours_{w}": 0.0 for w in args.workers}}
+    n_submissions = n_notebooks = 0
+    overheads: list[float] = []
+    ours_nb_seconds = bare_nb_seconds = 0.0
+    same = True
+    for assignment in names:
+        for ws in (plain_ws, ours_ws):
+            ws.generate(assignment)
+        klass = synthetic_class(assignment, plain_ws.release_dir, args.students)
+        for ws in (plain_ws, ours_ws):
+            submit_class(ws, assignment, klass)
+        students = sorted(klass)
+        n_submissions += len(students)
+        n_notebooks += sum(len(nbs) for nbs in klass.values())
+        print(f"{assignment}: {len(students)} submissions x {len(notebooks(assignment))} notebook(s)", flush=True)
+        seconds = plain_loop(plain_ws, assignment, students)
+        total["plain"] += seconds
+        print(f"  plain nbgrader loop: {seconds:6.1f} s", flush=True)
+        for workers in args.workers:
+            seconds, records = our_command(ours_ws, assignment, workers)
+            total[f"ours_{workers}"] += seconds
+            print(f"  course_tools grade -j {workers}: {seconds:6.1f} s", flush=True)
+            if workers == 1:
+                bare = bare_seconds(ours_ws, assignment, students)
+                for r in records:
+                    for nb_name, nb in r["notebooks"].items():
+                        if (r["student"], nb_name) in bare and nb.get("status") == "graded":
+                            overheads.append(nb["seconds"] / bare[(r["student"], nb_name)])
+                            ours_nb_seconds += nb["seconds"]
+                            bare_nb_seconds += bare[(r["student"], nb_name)]
+        plain_dump = gradebook_dump(plain_ws.db_url, assignment)
+        ours_dump = gradebook_dump(ours_ws.db_url, assignment)
+        if plain_dump != ours_dump:
+            same = False
+            diff = sorted(k for k in set(plain_dump) | set(ours_dump) if plain_dump.get(k) != ours_dump.get(k))
+            print(f"  gradebooks DIFFER at {diff[:5]}", flush=True)
+    print()
+    print(f"synthetic class: {n_submissions} submissions, {n_notebooks} notebooks, "
+          f"assignments {', '.join(names)}; {os.cpu_count()} cores")
+    plain_rate = n_submissions / total["plain"] * 60
+    print(f"plain nbgrader autograde loop : {plain_rate:7.1f} submissions/min ({total['plain']:.0f} s)")
+    for workers in args.workers:
+        rate = n_submissions / total[f"ours_{workers}"] * 60
+        print(f"course_tools grade -j {workers:<2}      : {rate:7.1f} submissions/min "
+              f"({total[f'ours_{workers}']:.0f} s), {rate / plain_rate:.2f}x the plain loop")
+    if overheads:
+        print(f"per-notebook time, ours (-j 1, sandboxed, nbgrader included) / bare nbclient: "
+              f"total {ours_nb_seconds / bare_nb_seconds:.2f}x, median {statistics.median(overheads):.2f}x "
+              f"over {len(overheads)} notebooks")
+    print(f"gradebooks of both ways identical: {'yes' if same else 'NO'}")
+    return 0 if same else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_tools.benchmark_grading", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--students", type=int, default=12, help="submissions per assignment (default 12)")
+    parser.add_argument("--assignments", nargs="*", help="assignments (default: all in source/)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1],
+                        help="worker counts to time our command with (default: 1 and the number of cores)")
+    parser.add_argument("--workdir", default="build/benchmark", help="scratch course folders (default build/benchmark)")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

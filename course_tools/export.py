@@ -1,0 +1,124 @@
+"""Grades of one assignment as a summary table and as a CSV file for an LMS import.
+
+Scores come from the gradebook (so manual grades entered later in formgrader
+are included); the flags come from the grading records of
+:mod:`course_tools.grade_class` (failed, repaired, problems). One row per
+student: total, one column per notebook, one per graded cell
+(``notebook:grade_id``), and the flags.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from course_tools.course import Workspace
+from course_tools.demo import format_table
+
+FLAG_COLUMNS = ("status", "failed", "repaired", "problems", "needs_manual_grade", "graded_at")
+
+
+def _flags(record: dict[str, Any] | None) -> dict[str, str]:
+    """The flag columns of one student's row."""
+    if record is None:
+        return {"status": "graded outside grade_class", "failed": "", "repaired": "", "problems": "",
+                "needs_manual_grade": "", "graded_at": ""}
+    failed = [f"{name}: {nb.get('reason', '')}" for name, nb in sorted(record.get("notebooks", {}).items())
+              if nb.get("status") == "failed"]
+    if record.get("reason"):
+        failed.append(record["reason"])
+    findings = record.get("preflight", {}).get("findings", [])
+    manual = [f"{name}:{cell}" for name, nb in sorted(record.get("notebooks", {}).items())
+              for cell in nb.get("needs_manual_grade", [])]
+    return {
+        "status": record.get("status", ""),
+        "failed": "; ".join(failed),
+        "repaired": "; ".join(f"{f['notebook']}: {f['kind']}" for f in findings if f["action"] == "repaired"),
+        "problems": "; ".join(f"{f['notebook']}: {f['kind']}" for f in findings if f["action"] == "problem"),
+        "needs_manual_grade": "; ".join(manual),
+        "graded_at": record.get("graded_at", ""),
+    }
+
+
+def gradebook_rows(workspace: Workspace, assignment: str,
+                   records: dict[str, dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, rows) for every student with a submission in the gradebook or a record."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(workspace.db_url, workspace.api.coursedir.course_id) as gb:
+        spec = gb.find_assignment(assignment)
+        layout = [(nb.name, [g.name for g in sorted(nb.grade_cells, key=lambda c: c.name)])
+                  for nb in sorted(spec.notebooks, key=lambda n: n.name)]
+        students = sorted({s.student.id for s in spec.submissions} | set(records))
+    columns = ["student", "score", "max_score"]
+    for name, cells in layout:
+        columns += [f"{name}"] + [f"{name}:{cell}" for cell in cells]
+    columns += list(FLAG_COLUMNS)
+    rows = []
+    for student in students:
+        row: dict[str, Any] = {"student": student}
+        try:
+            scores = workspace.scores(assignment, student)
+        except MissingEntry:
+            scores = None
+        if scores is not None:
+            row.update(score=f"{scores['score']:g}", max_score=f"{scores['max_score']:g}")
+            for name, nb in scores["notebooks"].items():
+                row[name] = f"{nb['score']:g}"
+                for cell, (score, _max) in nb["cells"].items():
+                    row[f"{name}:{cell}"] = "" if score is None else f"{score:g}"
+        row.update(_flags(records.get(student)))
+        rows.append(row)
+    return columns, rows
+
+
+def export_csv(workspace: Workspace, assignment: str, records: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Write the assignment's grades to ``path`` (CSV, one row per student); returns the path."""
+    columns, rows = gradebook_rows(workspace, assignment, records)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _notebook_cell(nb: dict[str, Any] | None) -> str:
+    if nb is None:
+        return "-"
+    if nb.get("status") == "failed":
+        return "FAILED"
+    if nb.get("status") == "not submitted":
+        return "missing"
+    return f"{nb.get('score', 0):g}/{nb.get('max_score', 0):g}"
+
+
+def summary_table(records: list[dict[str, Any]]) -> str:
+    """Plain-text table: student, one column per notebook, total, status, what was repaired."""
+    names = sorted({name for r in records for name in r.get("notebooks", {})})
+    rows = [["student", *names, "total", "status", "notes"]]
+    for r in records:
+        findings = r.get("preflight", {}).get("findings", [])
+        notes = sorted({f["kind"] for f in findings if f["action"] in ("repaired", "problem")})
+        status = r.get("status", "?") + (" (kept)" if r.get("skipped") else "")
+        rows.append([r["student"], *(_notebook_cell(r.get("notebooks", {}).get(n)) for n in names),
+                     f"{r.get('score', 0):g}/{r.get('max_score', 0):g}", status, ", ".join(notes)])
+    return format_table(rows)
+
+
+def attention(records: list[dict[str, Any]]) -> list[str]:
+    """One line per thing an instructor must look at: failures, and problems with what to do."""
+    lines = []
+    for r in records:
+        who = r["student"]
+        if r.get("reason"):
+            lines.append(f"{who}: FAILED: {r['reason']}")
+        for name, nb in sorted(r.get("notebooks", {}).items()):
+            if nb.get("status") == "failed":
+                lines.append(f"{who}/{name}: FAILED: {nb.get('reason', '')} (other notebooks were graded)")
+        for f in r.get("preflight", {}).get("findings", []):
+            if f["action"] == "problem":
+                lines.append(f"{who}/{f['notebook']}: {f['message']}. {f['advice']}")
+    return lines
