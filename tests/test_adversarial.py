@@ -1,0 +1,357 @@
+"""Adversarial submissions, graded as they deserve (issue: grade a whole class fast and safely).
+
+One class of hostile or broken submissions is graded in one run of
+``python -m course_tools grade`` (sandboxed, two workers), under limits this
+test sets on its own process tree with ``prlimit`` (address space, processes,
+file size) and a wall-clock timeout, so that a failing sandbox cannot take the
+machine down. The fork bomb and the memory hog are also finite by
+construction. Each submission starts from the reference solution (or the
+bundled buggy example) of the assignment's first notebook.
+
+Set ``MYTORCH_ADVERSARIAL_ALL=1`` to run the suite on every assignment
+(default: the first one, which grades in seconds).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import nbformat
+import pytest
+
+from conftest import ASSIGNMENTS
+from course_tools.benchmark_grading import half_done
+from course_tools.course import REPO_ROOT, Workspace, notebooks
+from course_tools.examples import EXAMPLES
+from course_tools.grade_class import load_record
+from course_tools.sandbox import probe
+from course_tools.submissions import learner_notebook, write_submission
+
+SUITE_ASSIGNMENTS = ASSIGNMENTS if os.environ.get("MYTORCH_ADVERSARIAL_ALL") else ASSIGNMENTS[:1]
+MARK = "# adversarial cell"
+NOTEBOOK_TIMEOUT = 40
+
+READ_ATTEMPTS = MARK + """
+import json, os
+def attempt(path):
+    try:
+        if os.path.isdir(path):
+            return "LISTED " + ",".join(sorted(os.listdir(path))[:5])
+        with open(path, "rb") as f:
+            return "READ %d bytes" % len(f.read())
+    except OSError as exc:
+        return type(exc).__name__
+course = os.path.abspath(os.path.join(os.getcwd(), "..", "..", ".."))
+print(json.dumps({p: attempt(p) for p in TARGETS}))
+"""
+
+GRADER_DETECTOR = MARK + """
+import os, json
+found = []
+if os.environ.get("NBGRADER_EXECUTION"):
+    for top in ("/", "/tmp", "/root", "/home", "/work", os.path.dirname(os.getcwd())):
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if d not in ("usr", "proc", "sys", "dev", ".venv", "site-packages")]
+            if folder.count("/") > 8:
+                dirs[:] = []
+            for name in files:
+                if name.endswith((".db", ".ipynb")) and not folder.startswith(os.getcwd()):
+                    try:
+                        with open(os.path.join(folder, name), "rb") as f:
+                            found.append(os.path.join(folder, name) + ": " + f.read(200).decode("latin-1"))
+                    except OSError:
+                        pass
+print(json.dumps({"grading": bool(os.environ.get("NBGRADER_EXECUTION")), "found": found}))
+"""
+
+SOCKETS = MARK + """
+import json, socket
+result = {}
+for host, port in (("127.0.0.1", PORT), ("1.1.1.1", 80)):
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        result[host] = "connected"
+    except OSError as exc:
+        result[host] = type(exc).__name__
+print(json.dumps(result))
+"""
+
+ENDLESS_LOOP = MARK + """
+import signal
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # deaf to nbgrader's interrupt
+while True:
+    pass
+"""
+
+FORK_BOMB = MARK + """
+import os, time
+children = 0
+try:
+    while children < 2000:  # finite even without any limit
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        children += 1
+    print("no limit")
+except OSError as exc:
+    print(f"fork refused after {children} children")
+"""
+
+MEMORY_HOG = MARK + """
+blocks = []
+try:
+    for _ in range(64):  # at most 8 GiB, in 128 MiB steps
+        blocks.append(bytearray(128 * 2**20))
+    print("no limit")
+except MemoryError:
+    print(f"MemoryError after {len(blocks) * 128} MiB")
+blocks = None
+"""
+
+PATCH_NUMPY = MARK + """
+import numpy as np
+np.allclose = lambda *args, **kwargs: True
+np.isclose = lambda *args, **kwargs: True
+np.testing.assert_allclose = lambda *args, **kwargs: None
+"""
+
+PATCH_BUILTINS = MARK + """
+import builtins
+builtins.abs = lambda value: 0
+builtins.round = lambda value, digits=None: value
+"""
+
+
+def _with_cell(nb: Any, source: str) -> Any:
+    """``nb`` with ``source`` as a new code cell right after its first code cell."""
+    nb = copy.deepcopy(nb)
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    cell = nbformat.v4.new_code_cell(source)
+    cell["id"] = "adversarial"
+    nb.cells.insert(first + 1, cell)
+    return nb
+
+
+def _slow(nb: Any, cells: int, seconds: int) -> Any:
+    for _ in range(cells):
+        nb = _with_cell(nb, f"{MARK}\nimport time\ntime.sleep({seconds})")
+    for k, cell in enumerate(c for c in nb.cells if c.get("id") == "adversarial"):
+        cell["id"] = f"adversarial{k}"
+    return nb
+
+
+def _strip(nb: Any) -> Any:
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        cell.metadata.pop("nbgrader", None)
+    return nb
+
+
+def _delete_first_test(nb: Any) -> Any:
+    nb = copy.deepcopy(nb)
+    first = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade"))
+    del nb.cells[first]
+    return nb
+
+
+def buggy(assignment: str, notebook: str, release_dir: Path) -> Any:
+    """The bundled buggy example of this notebook if there is one, else the half-done submission."""
+    for example in EXAMPLES:
+        if notebook in example.edits.get(assignment, {}):
+            return learner_notebook(assignment, notebook, example.edits[assignment][notebook],
+                                    release_dir=release_dir)
+    return half_done(assignment, notebook, release_dir)
+
+
+def build_class(ws: Workspace, assignment: str, port: int) -> dict[str, str]:
+    """Write the adversarial class into submitted/; returns {student: what it does}."""
+    names = [nb.stem for nb in notebooks(assignment)]
+    first = names[0]
+    reference = {n: learner_notebook(assignment, n, release_dir=ws.release_dir) for n in names}
+    wrong = {**reference, first: buggy(assignment, first, ws.release_dir)}
+    targets = [str(ws.root / "gradebook.db"), str(REPO_ROOT / "source"), str(ws.root / "submitted" / "reference"),
+               str(ws.root / "autograded" / "reference"), str(REPO_ROOT / "nbgrader_config.py"),
+               str(REPO_ROOT / "course_tools" / "course.py"), str(ws.root / "instructor_notes.txt")]
+    (ws.root / "instructor_notes.txt").write_text("private", encoding="utf-8")
+    read = READ_ATTEMPTS.replace("TARGETS", repr(targets))
+    plan: dict[str, tuple[str, dict[str, Any], Callable[[Any], Any] | None]] = {
+        "reference": ("the reference solution", reference, None),
+        "buggy": ("the buggy example, no tricks", wrong, None),
+        "patched_numpy": ("buggy, np.allclose & co. always agree", wrong, lambda nb: _with_cell(nb, PATCH_NUMPY)),
+        "patched_builtins": ("buggy, abs and round patched", wrong,
+                             lambda nb: _with_cell(nb, PATCH_BUILTINS)),
+        "grader_detector": ("buggy; when NBGRADER_EXECUTION is set, hunts for gradebooks and notebooks", wrong,
+                            lambda nb: _with_cell(nb, GRADER_DETECTOR)),
+        "file_reader": ("reads the gradebook, source/, another student, the course code", reference,
+                        lambda nb: _with_cell(nb, read)),
+        "socket": ("connects to the grader's loopback and to the internet", reference,
+                   lambda nb: _with_cell(nb, SOCKETS.replace("PORT", str(port)))),
+        "endless_loop": ("an endless loop that ignores interrupts", reference,
+                         lambda nb: _with_cell(nb, ENDLESS_LOOP)),
+        "slow_cells": ("five cells of 9 s each: every cell within its timeout, the notebook over its cap",
+                       reference, lambda nb: _slow(nb, 5, 9)),
+        "fork_bomb": ("forks until refused (at most 2000)", reference, lambda nb: _with_cell(nb, FORK_BOMB)),
+        "memory_hog": ("allocates until refused (at most 8 GiB)", reference, lambda nb: _with_cell(nb, MEMORY_HOG)),
+        "os_exit": ("calls os._exit(1)", reference, lambda nb: _with_cell(nb, "import os\nos._exit(1)")),
+        "stripped": ("nbgrader metadata stripped (Colab-style)", reference, _strip),
+        "deleted_test": ("first test cell deleted", reference, _delete_first_test),
+        "renamed": ("notebook saved as 'Copy of ...'", reference, None),
+        "corrupt": ("notebook is not valid JSON", reference, None),
+    }
+    for student, (_, nbs, change) in plan.items():
+        nbs = dict(nbs)
+        if change is not None:
+            nbs[first] = change(nbs[first])
+        folder = write_submission(ws.path("submitted", student, assignment), nbs,
+                                  release_folder=ws.release_dir / assignment)
+        if student == "renamed":
+            (folder / f"{first}.ipynb").rename(folder / f"Copy of {first}.ipynb")
+        if student == "corrupt":
+            (folder / f"{first}.ipynb").write_text('{"cells": [{"cell_type": "code", "sou', encoding="utf-8")
+    return {student: what for student, (what, _, _) in plan.items()}
+
+
+def adversarial_output(ws: Workspace, student: str, assignment: str, notebook: str) -> str:
+    """Text output of the adversarial cell in the autograded notebook."""
+    nb = nbformat.read(ws.path("autograded", student, assignment) / f"{notebook}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith(MARK))
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream").strip()
+
+
+def all_outputs(ws: Workspace, student: str, assignment: str, notebook: str) -> str:
+    nb = nbformat.read(ws.path("autograded", student, assignment) / f"{notebook}.ipynb", as_version=4)
+    return json.dumps([c.get("outputs", []) for c in nb.cells if c.cell_type == "code"])
+
+
+@pytest.fixture(scope="module", params=SUITE_ASSIGNMENTS)
+def graded(request, tmp_path_factory: pytest.TempPathFactory):
+    probe()
+    assignment = request.param
+    ws = Workspace(tmp_path_factory.mktemp("adversarial"))
+    ws.generate(assignment)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    server.settimeout(1)
+    accepted: list[Any] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept())
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    plan = build_class(ws, assignment, server.getsockname()[1])
+    # The test's own bounds on everything grading starts: 12 GiB of address space per
+    # process, 1024 processes for the sandbox users, 1 GiB files, and a wall clock.
+    command = ["prlimit", "--nproc=1024", f"--as={12 * 2**30}", f"--fsize={2**30}", "--",
+               sys.executable, "-m", "course_tools", "grade", assignment, "--root", str(ws.root), "--workers", "2",
+               "--notebook-timeout", str(NOTEBOOK_TIMEOUT), "--cell-timeout", "10", "--memory-mb", "1536",
+               "--max-processes", "128", "--quiet"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    stop.set()
+    thread.join(timeout=5)
+    server.close()
+    records = {s: load_record(ws.root, assignment, s) for s in plan}
+    return {"ws": ws, "assignment": assignment, "records": records, "plan": plan, "result": result,
+            "accepted": accepted, "first": notebooks(assignment)[0].stem}
+
+
+def _score(g: dict, student: str) -> float:
+    return g["records"][student]["score"]
+
+
+def test_every_submission_has_a_record_and_the_run_reports_failures(graded):
+    result = graded["result"]
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]  # failures exist: exit code 1
+    assert all(graded["records"].values()), "every submission is recorded"
+    for student in graded["plan"]:
+        assert student in result.stdout, f"{student} missing from the summary table"
+    assert "Needs attention" in result.stdout
+
+
+def test_reference_full_marks_and_hostile_cells_cost_nothing_else(graded):
+    full = graded["records"]["reference"]["max_score"]
+    assert _score(graded, "reference") == full > 0
+    for student in ("file_reader", "socket", "memory_hog", "stripped", "deleted_test", "renamed"):
+        record = graded["records"][student]
+        assert record["status"] == "graded", (student, record)
+        assert _score(graded, student) == full, (student, record["notebooks"])
+
+
+def test_patched_numpy_or_builtins_do_not_raise_a_score(graded):
+    buggy_score = _score(graded, "buggy")
+    assert buggy_score < graded["records"]["buggy"]["max_score"], "the buggy example must lose points"
+    for student in ("patched_numpy", "patched_builtins", "grader_detector"):
+        assert _score(graded, student) <= buggy_score, student
+    for student in ("patched_numpy", "patched_builtins"):
+        outputs = all_outputs(graded["ws"], student, graded["assignment"], graded["first"])
+        assert "grading refused" in outputs, f"{student}: the hidden tests should say why they refuse"
+
+
+def test_student_code_reads_nothing_it_should_not(graded):
+    ws, assignment, first = graded["ws"], graded["assignment"], graded["first"]
+    attempts = json.loads(adversarial_output(ws, "file_reader", assignment, first))
+    assert attempts and all(v in ("FileNotFoundError", "PermissionError") for v in attempts.values()), attempts
+    detector = json.loads(adversarial_output(ws, "grader_detector", assignment, first))
+    assert detector["grading"] is True
+    assert detector["found"] == [], "the grader detector found files outside its working copy"
+
+
+def test_no_network(graded):
+    ws, assignment, first = graded["ws"], graded["assignment"], graded["first"]
+    result = json.loads(adversarial_output(ws, "socket", assignment, first))
+    assert result == {"127.0.0.1": "ConnectionRefusedError", "1.1.1.1": "OSError"}, result
+    assert graded["accepted"] == [], "a kernel reached the grader's loopback"
+
+
+def test_fork_bomb_and_memory_hog_are_stopped_by_the_sandbox(graded):
+    ws, assignment, first = graded["ws"], graded["assignment"], graded["first"]
+    forks = adversarial_output(ws, "fork_bomb", assignment, first)
+    assert forks.startswith("fork refused after") and int(forks.split()[3]) < 128, forks
+    # Its sleeping children hold the process budget until the notebook ends, so later cells that
+    # need a thread fail: the learner's own notebook pays, nobody else does.
+    assert graded["records"]["fork_bomb"]["status"] == "graded"
+    memory = adversarial_output(ws, "memory_hog", assignment, first)
+    assert memory.startswith("MemoryError after") and int(memory.split()[2]) < 1536, memory
+
+
+def test_dead_and_hung_kernels_are_recorded_with_the_reason(graded):
+    first = graded["first"]
+    loop = graded["records"]["endless_loop"]
+    assert loop["status"] == "failed"
+    reason = loop["notebooks"][first]["reason"]
+    assert "per-cell timeout" in reason or f"time limit of {NOTEBOOK_TIMEOUT} s" in reason, reason
+    slow = graded["records"]["slow_cells"]
+    assert slow["status"] == "failed"
+    assert f"time limit of {NOTEBOOK_TIMEOUT} s" in slow["notebooks"][first]["reason"]
+    exited = graded["records"]["os_exit"]
+    assert exited["status"] == "failed"
+    assert "exited with code 1" in exited["notebooks"][first]["reason"]
+    for record in (loop, slow, exited):  # the other notebooks of the submission were graded
+        others = {n: nb for n, nb in record["notebooks"].items() if n != first}
+        assert all(nb["status"] == "graded" and nb["score"] == nb["max_score"] for nb in others.values())
+
+
+def test_broken_files_are_repaired_or_reported(graded):
+    records, first = graded["records"], graded["first"]
+    kinds = {s: {(f["kind"], f["action"]) for f in records[s]["preflight"]["findings"]} for s in records}
+    assert ("metadata_stripped", "repaired") in kinds["stripped"]
+    assert ("cell_deleted", "repaired") in kinds["deleted_test"]
+    assert ("renamed", "repaired") in kinds["renamed"]
+    assert ("unreadable", "problem") in kinds["corrupt"]
+    corrupt = records["corrupt"]
+    assert corrupt["status"] == "problems" and corrupt["notebooks"][first]["status"] == "not submitted"
+    assert "corrupt" in graded["result"].stdout and "not valid JSON" in graded["result"].stdout
