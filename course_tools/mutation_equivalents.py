@@ -14,6 +14,13 @@ from __future__ import annotations
 
 #: mutant id -> why it is equivalent to the reference solution
 EQUIVALENT: dict[str, str] = {
+    # 1_layers
+    "1_layers:linear:binop:MatMult>Mult@L18C28":
+        "ones (N x 1) * b.T (1 x Cout) broadcasts to the same N x Cout matrix as ones @ b.T: "
+        "a product with an inner size of 1 has no sum, so the two are equal to the last bit",
+    "1_layers:sigmoid:compare:GtE>Gt@L7C27":
+        "the two branches of the stable sigmoid agree at Z = 0 (E = 1, so 1/(1+E) = E/(1+E) = 1/2); "
+        "which one takes Z = 0 cannot change the result",
     # 5_batchnorm, BatchNorm1d: the batch statistics M and V are internal (the spec names no shape
     # for them); (C,) and (1, C) broadcast the same way everywhere they are used, and the running
     # statistics stay (1, C) because running_M / running_V are (1, C).
