@@ -223,3 +223,5 @@ def test_time_cap_and_exit_codes_are_reported(course):
     assert status["capped"] and "time limit of 4 s" in status["reason"]
     _, status = run_cells(course["work"], "import os; os._exit(3)")
     assert status["returncode"] == 3 and "code 3" in status["reason"]
+    _, status = run_cells(course["work"], "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    assert "SIGKILL" in status["reason"] and "out of memory" in status["reason"]
