@@ -794,7 +794,7 @@ def format_report(reports: Sequence[NotebookReport], target: float, wall: float,
         equivalent = [v for v in r.verdicts if v.status == "equivalent"]
         if equivalent:
             out.append(f"\nEquivalent in {r.notebook} ({len(equivalent)}):")
-            out += [f"  {v.id}\n      {v.diff}\n      because {v.reason}" for v in equivalent]
+            out += [f"  {v.id}\n      {v.diff}\n      reason: {v.reason}" for v in equivalent]
         errors = [v for v in r.verdicts if v.status == "error"]
         if errors:
             out.append(f"\nNot graded (tool error) in {r.notebook}:")

@@ -234,7 +234,7 @@ def main(argv: list[str]) -> int:
     config_path, connection_file, *kernel_args = argv
     with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
-    started = time.monotonic()
+    started, wall_started = time.monotonic(), time.time()
     workdir = os.path.realpath(os.getcwd())
     connection_file = os.path.realpath(connection_file)
     connection_dir = os.path.dirname(connection_file)
@@ -289,6 +289,7 @@ def main(argv: list[str]) -> int:
         remove_planted_links(workdir)
         shutil.rmtree(private_tmp, ignore_errors=True)
     status = {"returncode": proc.returncode, "capped": capped, "seconds": round(time.monotonic() - started, 3),
+              "started_at": wall_started, "ended_at": time.time(),
               "reason": describe_exit(proc.returncode, capped, cap), "log_tail": _tail(log_path)}
     status_file = config.get("status_file")
     if status_file:

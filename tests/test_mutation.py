@@ -34,6 +34,8 @@ from course_tools.submissions import learner_notebook, solution_text
 #: mutants per notebook graded by the sampled check (raise it locally for a broader look)
 SAMPLE = int(os.environ.get("MYTORCH_MUTATION_SAMPLE", "2"))
 SEED = 3
+#: assignments held to the 95 % target (the pen-and-paper and NumPy notebooks)
+CHECKED = [a for a in ASSIGNMENTS if a.startswith(("01_", "02_"))]
 
 CODE = '''\
 def forward(self, A):
@@ -153,7 +155,7 @@ def test_equivalents_list_is_well_formed():
     assert not stale, f"equivalent mutants that are no longer generated (update the list): {stale}"
 
 
-@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", CHECKED)
 def test_sampled_mutants_lose_points(assignment: str, tmp_path: Path):
     """A fixed sample of mutants of every notebook, graded by nbgrader, loses points."""
     code, reports = run_mutation(assignment, sample=SAMPLE, seed=SEED, jobs=2, workdir=tmp_path, target=1.0,
