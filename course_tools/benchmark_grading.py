@@ -141,7 +141,7 @@ def bare_seconds(workspace: Workspace, assignment: str, students: list[str]) -> 
     from course_tools.execute import run_notebook
 
     times = {}
-    scratch = workspace.root / "bare"
+    scratch = workspace.root / "bare" / assignment
     for student in students:
         folder = scratch / student
         shutil.copytree(workspace.path("submitted", student, assignment), folder)
