@@ -10,7 +10,8 @@ grades the same submissions
    (one process per submission, as an instructor's shell loop would);
 2. with ``python -m course_tools grade`` (sandboxed, parallel workers), once
    per worker count asked for;
-3. bare: every submitted notebook executed once with nbclient, no nbgrader.
+3. bare: every notebook that nbgrader executed (the autograded copy, hidden tests
+   included) executed once more with nbclient alone.
 
 It prints submissions per minute for 1 and 2, their ratio, and the
 per-notebook overhead of 2 (one worker) against 3, and checks that both
@@ -136,17 +137,32 @@ def our_command(workspace: Workspace, assignment: str, workers: int) -> tuple[fl
     return seconds, [r for r in records if r]
 
 
-def bare_seconds(workspace: Workspace, assignment: str, students: list[str]) -> dict[tuple[str, str], float]:
-    """Per (student, notebook): seconds to execute the submitted notebook with nbclient alone."""
-    from course_tools.execute import run_notebook
+def bare_seconds(graded: Workspace, assignment: str, students: list[str]) -> dict[tuple[str, str], float]:
+    """Per (student, notebook): seconds to execute, with nbclient alone, the notebook nbgrader executed.
+
+    That is the autograded copy (hidden tests restored by nbgrader, outputs cleared), run in
+    a copy of its folder with ``NBGRADER_EXECUTION=autograde`` as nbgrader sets it; the
+    submitted notebook itself would be cheaper, since it has no hidden tests.
+    """
+    from course_tools.execute import kernel_environment, run_notebook
 
     times = {}
-    scratch = workspace.root / "bare" / assignment
+    scratch = graded.root / "bare" / assignment
     for student in students:
+        source = graded.path("autograded", student, assignment)
+        if not source.is_dir():
+            continue
         folder = scratch / student
-        shutil.copytree(workspace.path("submitted", student, assignment), folder)
+        shutil.copytree(source, folder)
         for path in sorted(folder.glob("*.ipynb")):
-            times[(student, path.stem)] = run_notebook(path, timeout=120).seconds
+            path.chmod(0o644)
+            nb = nbformat.read(path, as_version=4)
+            for cell in nb.cells:
+                if cell.cell_type == "code":
+                    cell.outputs, cell.execution_count = [], None
+            nbformat.write(nb, path)
+            env = kernel_environment(NBGRADER_EXECUTION="autograde")
+            times[(student, path.stem)] = run_notebook(path, timeout=120, env=env).seconds
     return times
 
 
@@ -170,15 +186,16 @@ def run(args: argparse.Namespace) -> int:
         n_submissions += len(students)
         n_notebooks += sum(len(nbs) for nbs in klass.values())
         print(f"{assignment}: {len(students)} submissions x {len(notebooks(assignment))} notebook(s)", flush=True)
-        seconds = plain_loop(plain_ws, assignment, students)
-        total["plain"] += seconds
-        print(f"  plain nbgrader loop: {seconds:6.1f} s", flush=True)
+        plain = plain_loop(plain_ws, assignment, students)
+        total["plain"] += plain
+        print(f"  plain nbgrader loop: {plain:6.1f} s", flush=True)
         for workers in args.workers:
             seconds, records = our_command(ours_ws, assignment, workers)
             total[f"ours_{workers}"] += seconds
-            print(f"  course_tools grade -j {workers}: {seconds:6.1f} s", flush=True)
+            print(f"  course_tools grade -j {workers}: {seconds:6.1f} s ({plain / seconds:.2f}x the plain loop)",
+                  flush=True)
             if workers == 1:
-                bare = bare_seconds(ours_ws, assignment, students)
+                bare = bare_seconds(plain_ws, assignment, students)
                 for r in records:
                     for nb_name, nb in r["notebooks"].items():
                         if (r["student"], nb_name) in bare and nb.get("status") == "graded":
@@ -201,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"course_tools grade -j {workers:<2}      : {rate:7.1f} submissions/min "
               f"({total[f'ours_{workers}']:.0f} s), {rate / plain_rate:.2f}x the plain loop")
     if overheads:
-        print(f"per-notebook time, ours (-j 1, sandboxed, nbgrader included) / bare nbclient: "
+        print(f"per-notebook time, ours (-j 1: sandbox and nbgrader included) / bare nbclient: "
               f"total {ours_nb_seconds / bare_nb_seconds:.2f}x, median {statistics.median(overheads):.2f}x "
               f"over {len(overheads)} notebooks")
     print(f"gradebooks of both ways identical: {'yes' if same else 'NO'}")

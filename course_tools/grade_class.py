@@ -419,23 +419,28 @@ def grade_class(course: CourseSpec, assignment: str, students: list[str] | None 
     records = [dict(r, skipped=True) for r in skipped.values()]
     if not todo:
         return sorted(records, key=lambda r: r["student"])
-    _prepare_gradebook(workspace, assignment, todo)
     # Cost of the longest legitimate job: every notebook at its cap plus kernel start and nbgrader work.
     n_notebooks = max(1, len(list((workspace.release_dir / assignment).glob("*.ipynb"))))
     job_limit = n_notebooks * (options.notebook_timeout + 120) + 120
 
     scratch = Path(tempfile.mkdtemp(prefix="mytorch-grading-"))
     os.chmod(scratch, 0o755)
-    ctx = mp.get_context("spawn")
-    tasks, results = ctx.Queue(), ctx.Queue()
-    for student in todo:
-        tasks.put((assignment, student))
-    n_workers = options.worker_count(len(todo))
-    for _ in range(n_workers):
-        tasks.put(None)
-    mpl_cache = prepare_matplotlib_cache(scratch / "matplotlib") if options.sandbox is not None else None
     logs = workspace.root / REPORTS / assignment / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    mpl_cache = None
+    if options.sandbox is not None:
+        # Built once per course folder and reused: every kernel gets a fresh copy.
+        mpl_cache = workspace.root / REPORTS / ".cache" / "matplotlib"
+        if not any(mpl_cache.glob("fontlist-*.json")):
+            mpl_cache = prepare_matplotlib_cache(mpl_cache)
+    # Workers are forked from this process once nbgrader is imported here (2-3 s saved per
+    # worker); where fork is unavailable they are spawned and import it themselves.
+    import nbgrader.apps  # noqa: F401
+    import nbgrader.converters  # noqa: F401
+
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    tasks, results = ctx.Queue(), ctx.Queue()
+    n_workers = options.worker_count(len(todo))
 
     def start(slot: int) -> Any:
         args = (slot, course, options, str(scratch), str(mpl_cache) if mpl_cache else None,
@@ -444,13 +449,27 @@ def grade_class(course: CourseSpec, assignment: str, students: list[str] | None 
         proc.start()
         return proc
 
+    # Workers import nbgrader while the gradebook is prepared; they wait for the first job.
+    procs = {slot: start(slot) for slot in range(n_workers)}
+    try:
+        _prepare_gradebook(workspace, assignment, todo)
+    except BaseException:
+        for proc in procs.values():
+            proc.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    for student in todo:
+        tasks.put((assignment, student))
+    for _ in range(n_workers):
+        tasks.put(None)
+
     from tqdm import tqdm
 
-    procs = {slot: start(slot) for slot in range(n_workers)}
     in_flight: dict[int, tuple[tuple[str, str], float]] = {}
     bar = tqdm(total=len(todo), unit="submission", disable=not options.progress, file=log,
                desc=f"grading {assignment} ({n_workers} workers)")
     finished: list[dict[str, Any]] = []
+    startup_failures = 0
     try:
         while len(finished) < len(todo):
             try:
@@ -470,6 +489,12 @@ def grade_class(course: CourseSpec, assignment: str, students: list[str] | None 
                         bar.update(1)
                         procs[slot] = start(slot)
                     elif job is None and not proc.is_alive() and len(finished) + len(in_flight) < len(todo):
+                        startup_failures += 1
+                        if startup_failures > 2 * n_workers:
+                            raise GradingRefused(
+                                f"grading workers exit before taking any work (exit code {proc.exitcode}); "
+                                f"see {logs}/worker-*.log. When calling grade_class from a script, guard the "
+                                "call with `if __name__ == '__main__':` (on systems that spawn workers).")
                         procs[slot] = start(slot)
                 continue
             if kind == "start":
