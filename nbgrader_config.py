@@ -18,27 +18,34 @@ from nbgrader.preprocessors import (  # noqa: E402
     ClearMarkScheme,
     ClearOutput,
     CheckCellMetadata,
+    AssignLatePenalties,
     ComputeChecksums,
     GetGrades,
+    IgnorePattern,
     IncludeHeaderFooter,
     InstantiateTests,
+    LimitOutput,
     LockCells,
+    SaveAutoGrades,
     SaveCells,
 )
-from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
 
-from course_tools.nbgrader_ext import ClearSolutionsNamed, ScrubHiddenTracebacks  # noqa: E402
+from course_tools.nbgrader_ext import (  # noqa: E402
+    ClearSolutionsNamed,
+    DecideHiddenTests,
+    HiddenTestSeeds,
+    SandboxedExecute,
+    ScrubHiddenTracebacks,
+)
 
-# Kernels started by nbgrader inherit this environment:
-# - one thread for BLAS and PyTorch (on small machines the defaults make run
-#   times swing by 50x and can trip the per-cell timeout);
-# - the course root on PYTHONPATH so hidden tests can import the reference
-#   components of ``course_tools`` (never shipped to learners).
+# Kernels started by nbgrader inherit this environment: one thread for BLAS and
+# PyTorch (on small machines the defaults make run times swing by 50x and can
+# trip the per-cell timeout). Nothing of the course is put on their import path:
+# the grading kernel sees the probes of course_tools.hidden.probes only (see
+# SandboxedExecute below).
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
-_pythonpath = os.environ.get("PYTHONPATH", "")
-if COURSE_ROOT not in _pythonpath.split(os.pathsep):
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (COURSE_ROOT, _pythonpath) if p)
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
@@ -68,6 +75,29 @@ c.GenerateAssignment.preprocessors = [
     ComputeChecksums,
     CheckCellMetadata,
 ]
+
+# Autograding: nbgrader's default steps, with three of ours. The kernel runs in
+# the bubblewrap sandbox (it sees the learner's folder, mytorch_lib and the
+# probes, nothing else); before it runs, every hidden cell gets a seed derived
+# from the course secret, the learner and their code; after it has run, the
+# verdicts are decided here, in the grading process, from what the probes
+# recorded (course_tools/hidden/verdicts). The order matters: decisions come
+# after IgnorePattern and before LimitOutput and SaveAutoGrades.
+c.Autograde.autograde_preprocessors = [
+    HiddenTestSeeds,
+    SandboxedExecute,
+    IgnorePattern,
+    DecideHiddenTests,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+# The course secret the hidden inputs are derived from (created on first use,
+# never committed; keep it while grades may be recomputed). The environment
+# variable MYTORCH_GRADING_SECRET, when set, takes its place.
+c.HiddenTestSeeds.secret_file = os.path.join(COURSE_ROOT, ".grading_secret")
 
 # Execution while autograding: a cell may run 120 s (the PyTorch training
 # cells are the longest, well under that single-threaded); a stuck cell is

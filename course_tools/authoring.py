@@ -97,3 +97,29 @@ def tidy(path: str | Path) -> bool:
     if after != before:
         path.write_text(after, encoding="utf-8")
     return after != before
+
+
+def hidden_probe(module: str, check: str) -> str:
+    """The hidden region every test cell ends with: call one probe of ``course_tools.hidden.probes``."""
+    return ("### BEGIN HIDDEN TESTS\n"
+            f"from course_tools.hidden.probes import {module} as _probes\n"
+            f"_probes.{check}(globals())\n"
+            "### END HIDDEN TESTS")
+
+
+def set_hidden_probes(path: str | Path, calls: dict[str, tuple[str, str]]) -> None:
+    """Point the hidden regions of a notebook's test cells at probes: ``{grade_id: (module, check)}``."""
+    path = Path(path)
+    nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    left = dict(calls)
+    for cell in nb.cells:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id in left:
+            start, end = cell.source.find("### BEGIN HIDDEN TESTS"), cell.source.find("### END HIDDEN TESTS")
+            if start < 0 or end < start:
+                raise ValueError(f"{path}: cell {grade_id} has no hidden region")
+            end += len("### END HIDDEN TESTS")
+            cell.source = cell.source[:start] + hidden_probe(*left.pop(grade_id)) + cell.source[end:]
+    if left:
+        raise KeyError(f"{path}: no test cells {sorted(left)}")
+    path.write_text(canonical_json(nb), encoding="utf-8")

@@ -7,6 +7,11 @@
 - :class:`ScrubHiddenTracebacks` keeps feedback from leaking hidden tests: in
   graded test cells it replaces each error's traceback (which quotes the
   failing hidden line) with the error's type and message only.
+- :class:`SandboxedExecute`, :class:`HiddenTestSeeds` and :class:`DecideHiddenTests`
+  make up autograding (``Autograde.autograde_preprocessors``): the kernel runs in
+  the bubblewrap sandbox, each hidden cell gets its seed before the kernel runs, and
+  the verdicts are decided after it has run, in the grading process
+  (:mod:`course_tools.hidden.verdicts.engine`).
 """
 
 from __future__ import annotations
@@ -15,8 +20,14 @@ import ast
 import re
 from typing import Any
 
-from nbgrader.preprocessors import ClearSolutions, NbGraderPreprocessor
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from nbgrader.preprocessors import ClearSolutions, Execute, NbGraderPreprocessor
 from nbgrader import utils
+from traitlets import Unicode
 
 _DEF = re.compile(r"^(\s*)(?:async\s+)?def\s+(\w+)")
 _CLASS = re.compile(r"^(\s*)class\s+(\w+)")
@@ -119,3 +130,97 @@ class ScrubHiddenTracebacks(NbGraderPreprocessor):
                     message = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
                     output["traceback"] = [message]
         return cell, resources
+
+
+class SandboxedExecute(Execute):
+    """nbgrader's Execute, with the kernel started in the grading sandbox (:mod:`course_tools.sandbox`).
+
+    ``python -m course_tools grade`` prepares its own sandboxed kernels (one per worker) and
+    selects them with ``Execute.kernel_name``; plain ``nbgrader autograde`` gets one here, per
+    notebook. Without bubblewrap grading stops with a message that says how to install it;
+    ``MYTORCH_UNSANDBOXED=1`` is the explicit opt-out (student code then runs with your rights).
+    """
+
+    def preprocess(self, nb: Any, resources: Any, km: Any = None) -> tuple[Any, Any]:
+        from course_tools import sandbox
+
+        if self.kernel_name == sandbox.KERNEL_NAME or km is not None:
+            return super().preprocess(nb, resources, km=km)
+        scratch = Path(tempfile.mkdtemp(prefix="mytorch-autograde-"))
+        saved_path = os.environ.get("JUPYTER_PATH")
+        try:
+            sandboxed = os.environ.get("MYTORCH_UNSANDBOXED", "") not in ("1", "true", "yes")
+            if sandboxed:
+                sandbox.probe()
+            else:
+                self.log.warning("MYTORCH_UNSANDBOXED is set: student code runs with your rights, outside the sandbox")
+            self._connection_file = sandbox.prepare_kernel(scratch, sandboxed=sandboxed)
+            os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(scratch / "jupyter"), saved_path) if p)
+            self.kernel_name = sandbox.KERNEL_NAME
+            self._transport = "ipc" if sandboxed else "tcp"
+            return super().preprocess(nb, resources)
+        finally:
+            self.kernel_name = ""
+            if saved_path is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = saved_path
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def create_kernel_manager(self) -> Any:
+        km = super().create_kernel_manager()
+        connection_file = getattr(self, "_connection_file", None)
+        if connection_file is not None and self.kernel_name:
+            km.transport = self._transport
+            km.connection_file = str(connection_file)
+        return km
+
+
+class HiddenTestSeeds(NbGraderPreprocessor):
+    """Before the kernel runs: write each hidden cell's seed into its probe call.
+
+    The seed is a keyed hash of the course secret (``secret_file``, or the environment
+    variable ``MYTORCH_GRADING_SECRET``), the learner, the notebook, the cell and the
+    learner's code (:func:`course_tools.hidden.verdicts.engine.cell_seed`).
+    """
+
+    secret_file = Unicode("", help="file holding the course secret; created on first use").tag(config=True)
+
+    def seed_function(self, nb: Any, resources: Any) -> Any:
+        from course_tools.hidden.verdicts import engine
+
+        info = resources.get("nbgrader", {})
+        secret = engine.course_secret(self.secret_file or None)
+        code = engine.learner_code(nb)
+
+        def seed_of(grade_id: str) -> int:
+            return engine.cell_seed(secret, assignment=str(info.get("assignment", "")),
+                                    student=str(info.get("student", "")), notebook=str(info.get("notebook", "")),
+                                    grade_id=grade_id, code=code)
+
+        return seed_of
+
+    def preprocess(self, nb: Any, resources: Any) -> tuple[Any, Any]:
+        from course_tools.hidden.verdicts import engine
+
+        engine.seed_notebook(nb, self.seed_function(nb, resources))
+        return nb, resources
+
+
+class DecideHiddenTests(HiddenTestSeeds):
+    """After the kernel has run: decide every hidden cell from its record, in this process.
+
+    Place it after ``Execute`` and ``IgnorePattern`` and before ``LimitOutput`` and
+    ``SaveAutoGrades``. A wrong answer becomes the cell's error output (scored 0, the
+    message shown in feedback); the records themselves are removed from the notebook.
+    """
+
+    def preprocess(self, nb: Any, resources: Any) -> tuple[Any, Any]:
+        from course_tools.hidden.verdicts import engine
+
+        seed_of = self.seed_function(nb, resources)
+        code = engine.learner_code(nb)
+        for cell in nb.cells:
+            if engine.is_test_cell(cell) and engine.hidden_call(str(cell.source)) is not None:
+                engine.decide_cell(cell, seed_of(cell.metadata["nbgrader"]["grade_id"]), code)
+        return nb, resources

@@ -34,9 +34,11 @@ from course_tools.course import REPO_ROOT
 KERNEL_NAME = "mytorch-sandbox"
 LAUNCHER = Path(sandbox_launcher.__file__).resolve()
 
-#: course paths the kernel may read: the helper library learners import, and the grader-side
-#: package hidden tests import (``course_tools.hidden``, with its data). Nothing else of the repo.
-COURSE_READ_ONLY = ("mytorch_lib", "course_tools/__init__.py", "course_tools/hidden")
+#: course paths the kernel may read: the helper library learners import, and the probes hidden
+#: test cells call (``course_tools.hidden.probes``, with the inputs they need). Nothing else of
+#: the repo: the verdicts, references, expected values and labels stay outside.
+COURSE_READ_ONLY = ("mytorch_lib", "course_tools/__init__.py", "course_tools/hidden/__init__.py",
+                    "course_tools/hidden/probes")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -74,7 +76,7 @@ class SandboxSettings:
             "bwrap": find_tool("bwrap") if sandboxed else None,
             "setpriv": find_tool("setpriv") if sandboxed and os.geteuid() == 0 else None,
             "python": sys.executable,
-            "python_path": [str(REPO_ROOT)],
+            "python_path": [str(REPO_ROOT)] if sandboxed else [str(probe_only_path(Path(scratch_dir) / "kernel-path"))],
             "read_only": read_only_paths(),
             "memory_bytes": self.memory_mb * 2**20,
             "max_processes": self.max_processes,
@@ -135,6 +137,42 @@ def install_kernelspec(folder: Path, config: dict[str, Any]) -> Path:
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
     return spec_dir
+
+
+def probe_only_path(folder: Path) -> Path:
+    """A folder for ``PYTHONPATH`` from which only ``course_tools.hidden.probes`` can be imported.
+
+    Used where the kernel runs outside the sandbox (the explicit opt-out): the repository
+    root on its path would make the verdicts and references importable.
+    """
+    package = folder / "course_tools" / "hidden"
+    package.mkdir(parents=True, exist_ok=True)
+    for init in (folder / "course_tools" / "__init__.py", package / "__init__.py"):
+        init.write_text("", encoding="utf-8")
+    link = package / "probes"
+    if not link.exists():
+        link.symlink_to(REPO_ROOT / "course_tools" / "hidden" / "probes", target_is_directory=True)
+    return folder
+
+
+def prepare_kernel(scratch: Path, settings: SandboxSettings = SandboxSettings(), *, slot: int = 0,
+                   sandboxed: bool = True, status_file: Path | None = None,
+                   matplotlib_cache: Path | None = None) -> Path:
+    """Install the sandbox kernelspec under ``scratch/jupyter``; return the connection file to use.
+
+    Put ``scratch/jupyter`` on ``JUPYTER_PATH``, select ``KERNEL_NAME`` and give the kernel
+    manager the returned connection file (and the ``ipc`` transport when ``sandboxed``).
+    """
+    scratch = Path(scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    os.chmod(scratch, 0o755)
+    config = settings.launcher_config(slot=slot, scratch_dir=scratch, status_file=status_file,
+                                      matplotlib_cache=matplotlib_cache, sandboxed=sandboxed)
+    install_kernelspec(scratch / "jupyter", config)
+    runtime = scratch / "runtime"
+    shutil.rmtree(runtime, ignore_errors=True)
+    runtime.mkdir(mode=0o700)
+    return runtime / "kernel.json"
 
 
 def probe(settings: SandboxSettings = SandboxSettings()) -> None:

@@ -255,8 +255,10 @@ def main(argv: list[str]) -> int:
         command = bwrap_command(config, workdir, private_tmp, connection_dir, kernel_argv, as_root=as_root)
         rlimits = limits(config, as_root=as_root)
     else:
-        # Opted out of the sandbox: the kernel runs as nbgrader would start it, with the time cap only.
+        # Opted out of the sandbox: the kernel runs as nbgrader would start it, with the time cap only;
+        # its import path still holds only the probes (never the verdicts or the references).
         command, rlimits = kernel_argv, {}
+        os.environ["PYTHONPATH"] = os.pathsep.join(config["python_path"])
 
     def apply_limits() -> None:
         for which, value in rlimits.items():

@@ -19,7 +19,14 @@ from typing import Any, Mapping
 import nbformat
 
 from course_tools.course import SOURCE_DIR, notebooks
+from course_tools.hidden.probes import kit
+from course_tools.hidden.probes.kit import default_seed
+from course_tools.hidden.verdicts.engine import CELL_SEPARATOR, hidden_call, judge
 from course_tools.submissions import learner_notebook, solution_text
+
+
+#: where :func:`run_as_notebook` leaves the code it ran (what the grader reads as the learner's code)
+LEARNER_CODE = "__learner_code__"
 
 
 def _cells(assignment: str, notebook: str) -> list[Any]:
@@ -50,6 +57,7 @@ def run_as_notebook(assignment: str, notebook: str, answers: Mapping[str, str] |
     """
     answers = dict(answers or {})
     namespace: dict[str, Any] = {"__name__": "__main__"}
+    ran: list[str] = []
     for cell in _cells(assignment, notebook):
         if cell.cell_type != "code":
             continue
@@ -61,22 +69,41 @@ def run_as_notebook(assignment: str, notebook: str, answers: Mapping[str, str] |
         else:
             continue
         exec(compile(textwrap.dedent(code), f"<{notebook}: {cell.id}>", "exec"), namespace)
+        ran.append(textwrap.dedent(code))
+    namespace[LEARNER_CODE] = CELL_SEPARATOR.join(ran)
     if answers:
         raise KeyError(f"{assignment}/{notebook} has no answer cells {sorted(answers)}")
     return namespace
 
 
 def failing(assignment: str, notebook: str, namespace: dict[str, Any]) -> set[str]:
-    """grade_ids of the graded test cells that raise when run in ``namespace`` (their output is discarded)."""
+    """grade_ids of the graded test cells that fail when run in ``namespace`` (their output is discarded).
+
+    A cell fails when it raises (a visible check) or when the verdict on its probe's record,
+    decided here as the grading process would, is wrong.
+    """
     failed = set()
     for cell in _cells(assignment, notebook):
         if cell.cell_type == "code" and _meta(cell).get("grade"):
-            try:
-                with contextlib.redirect_stdout(io.StringIO()):
-                    exec(compile(cell.source, f"<{notebook}: {cell.id}>", "exec"), namespace)
-            except Exception:
+            if verdict(cell, namespace) is not None:
                 failed.add(cell.id)
     return failed
+
+
+def verdict(cell: Any, namespace: dict[str, Any]) -> str | None:
+    """None if a graded test cell passes in ``namespace``, else why not (visible or hidden part)."""
+    kit.SINK = records = []
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            exec(compile(cell.source, f"<{cell.id}>", "exec"), namespace)
+    except Exception as error:  # noqa: BLE001
+        return f"{type(error).__name__}: {error}"
+    finally:
+        kit.SINK = None
+    call = hidden_call(cell.source)
+    if call is None:
+        return None
+    return judge(call, records, default_seed(call.check), namespace.get(LEARNER_CODE, ""))
 
 
 def assert_refused_while_patched(checks: Any, cells: tuple[str, ...], namespace: dict[str, Any], owner: Any,

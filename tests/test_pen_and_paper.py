@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from course_tools.examples import EXAMPLES
-from course_tools.hidden import pen_and_paper as grader
+from course_tools.hidden.verdicts import pen_and_paper as grader
+from course_tools.hidden.probes.kit import encode
+from course_tools.hidden.verdicts.kit import Evidence, Wrong
 from course_tools.submissions import learner_notebook
 
 ASSIGNMENT, NOTEBOOK = "01_pen_and_paper", "pen_and_paper"
@@ -32,7 +34,7 @@ def test_a_transposed_gradient_costs_it_and_the_update_built_on_it(grading):
 
 
 def test_numpy_arrays_and_full_precision_answers_are_right(grading):
-    exact = grader._exact_values()
+    exact = grader.exact_values()
     edits = {
         "answer_a": ("a = [0.30, 0.24]", "import numpy as np\na = np.array([0.30, 0.24])"),
         "answer_dL_dw1": ("dL_dw1 = [[-0.07, -0.09, 0.02], [0.08, 0.11, -0.03]]",
@@ -48,22 +50,30 @@ def test_a_missing_answer_fails_its_check_and_the_direct_dependants(grading):
 
 
 def test_monkeypatching_numpy_earns_nothing(grading):
+    """Verdicts are decided outside the kernel: a patched numpy scores what the honest wrong answer scores."""
     cheat = {"answer_a": ("a = [0.30, 0.24]",
-                          "import numpy as np\nnp.allclose = lambda *args, **kwargs: True\na = [9.0, 9.0]")}
-    assert _grade(grading, "cheat", cheat) == set(ALL_TESTS)
+                          "import numpy as np\nnp.allclose = lambda *args, **kwargs: True\n"
+                          "np.isclose = lambda *args, **kwargs: True\nabs = lambda x: 0\na = [9.0, 9.0]")}
+    assert _grade(grading, "cheat", cheat) == {"test_a"}
 
 
-# ------------------------------------------------- the checker itself, without nbgrader
+# ------------------------------------------------- the verdicts themselves, without nbgrader
+
+def _check(name, answers):
+    """The verdict on ``name`` for a record holding ``answers`` as a probe would have recorded them."""
+    items = {f"answer:{key}": encode(value) for key, value in answers.items()}
+    getattr(grader, f"check_{name}")(Evidence(f"check_{name}", 0, items))
+
 
 def _rounded_answers():
-    exact = grader._exact_values()
+    exact = grader.exact_values()
     shaped = {name: np.round(np.reshape(exact[name], grader.SHAPES[name]), 2) for name in grader.SHAPES}
     return {name: value.tolist() for name, value in shaped.items()}
 
 
 @pytest.mark.parametrize("name", list(grader.SHAPES))
 def test_checker_accepts_rounded_answers(name):
-    grader.check(name, _rounded_answers())
+    _check(name, _rounded_answers())
 
 
 @pytest.mark.parametrize("name", list(grader.SHAPES))
@@ -72,8 +82,8 @@ def test_checker_rejects_an_answer_off_by_two_hundredths(name):
     flat = np.ravel(answers[name]).copy()
     flat[-1] += 0.02
     answers[name] = flat.reshape(grader.SHAPES[name]).tolist()
-    with pytest.raises(grader.AnswerError, match=f"{name} is not right to 2 decimals"):
-        grader.check(name, answers)
+    with pytest.raises(Wrong, match=f"{name} is not right to 2 decimals"):
+        _check(name, answers)
 
 
 @pytest.mark.parametrize("bad, message", [("0.3", "plain numbers"), (True, "plain numbers"),
@@ -81,5 +91,5 @@ def test_checker_rejects_an_answer_off_by_two_hundredths(name):
 def test_checker_rejects_non_numbers(bad, message):
     answers = _rounded_answers()
     answers["loss"] = bad
-    with pytest.raises(AssertionError, match=message):
-        grader.check("loss", answers)
+    with pytest.raises(Wrong, match=message):
+        _check("loss", answers)

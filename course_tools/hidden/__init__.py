@@ -1,7 +1,8 @@
-"""Grader-side code that hidden tests import while autograding.
+"""The hidden tests, split at the kernel's edge.
 
-Reference components and expected-value calculators live here, outside the
-notebooks and outside ``mytorch_lib``, so they never reach learners. Code in
-this package runs inside the learner's kernel, after the learner's cells: it
-avoids names a learner could have shadowed or patched (see ``integrity``).
+- :mod:`course_tools.hidden.probes` runs in the learner's kernel (the only part
+  of ``course_tools`` the grading sandbox mounts): it draws the hidden inputs
+  from the cell's seed, calls the learner's code and records what came back.
+- :mod:`course_tools.hidden.verdicts` runs in the grading process: it draws the
+  same inputs, computes the expected values and decides right or wrong.
 """
