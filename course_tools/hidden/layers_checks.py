@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from course_tools.hidden import reference
+from course_tools.hidden.verdicts import reference
 from course_tools.hidden.common import (
     NO_TORCH,
     as_float64,

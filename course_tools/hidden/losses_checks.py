@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from course_tools.hidden import reference
+from course_tools.hidden.verdicts import reference
 from course_tools.hidden.common import NO_TORCH, assert_close, assert_vectorised, forbid, learner_class, rng, torch64
 
 RTOL = 1e-9

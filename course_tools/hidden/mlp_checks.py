@@ -22,7 +22,7 @@ from typing import Any, MutableMapping
 
 import numpy as np
 
-from course_tools.hidden import reference
+from course_tools.hidden.verdicts import reference
 from course_tools.hidden.common import NO_TORCH, assert_close, forbid, learner_class, rng, swapped, torch64
 
 Namespace = MutableMapping[str, Any]

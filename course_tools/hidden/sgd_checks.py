@@ -2,7 +2,7 @@
 
 One public function per graded cell; each takes the notebook namespace
 (``globals()``). The learner's ``SGD`` steps models built from the grader's
-reference layers (``course_tools.hidden.reference``), never the learner's own
+reference layers (``course_tools.hidden.verdicts.reference``), never the learner's own
 ``Linear``: a bug in ``Linear`` costs points in the layers notebook only.
 Expected parameters come from ``torch.optim.SGD(lr, momentum, dampening=0,
 nesterov=False)`` in float64, fed the same gradients, compared after every step.
@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from course_tools.hidden import reference
+from course_tools.hidden.verdicts import reference
 from course_tools.hidden.common import NO_TORCH, assert_close, forbid, learner_class, rng, torch64
 
 RTOL = 1e-10

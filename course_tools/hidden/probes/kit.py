@@ -218,6 +218,14 @@ class Probe:
             return
         self.items[key] = encode(best)
 
+    def calibrate(self, key: str, array: np.ndarray, repeats: int = 3) -> None:
+        """Record the best time of :func:`whole_array_work` on ``array``: the yardstick of vectorisation.
+
+        Verdicts compare a learner's time on the same input with this time, measured in the
+        same kernel and cell, so machine load affects both alike.
+        """
+        self.seconds(key, lambda: whole_array_work(array), repeats)
+
     def publish(self) -> dict[str, Any]:
         """Hand the record to the grading process (one display output of this cell)."""
         record = {"version": RECORD_VERSION, "behaviour": self.behaviour, "seed": str(self.seed),
@@ -229,6 +237,12 @@ class Probe:
 
         publish_display_data({RECORD_MIME: record, "text/plain": "(record for grading)"})
         return record
+
+
+def whole_array_work(array: np.ndarray) -> np.ndarray:
+    """A few element-wise NumPy passes over ``array`` (about what one activation costs; computes nothing graded)."""
+    magnitude = np.abs(array)
+    return (np.exp(-magnitude) + array * array) / (1.0 + magnitude)
 
 
 @contextlib.contextmanager
