@@ -36,6 +36,7 @@ from course_tools.nbgrader_ext import (  # noqa: E402
     DecideHiddenTests,
     HiddenTestSeeds,
     SandboxedExecute,
+    ScrubGraderText,
     ScrubHiddenTracebacks,
 )
 
@@ -116,10 +117,13 @@ c.IgnorePattern.pattern = r"\w*Warning: |warnings\.warn\("
 # instead of a silent zero.
 c.OverwriteCells.add_missing_cells = True
 
-# Feedback: remove hidden test source and the tracebacks that would quote it.
+# Feedback: remove hidden test source and the tracebacks that would quote it,
+# and any line of grader code a learner's cell printed (the kernel can read the
+# probes, which run there).
 c.GenerateFeedback.preprocessors = [
     GetGrades,
     ClearHiddenTests,
     ScrubHiddenTracebacks,
+    ScrubGraderText,
     CSSHTMLHeaderPreprocessor,
 ]

@@ -224,3 +224,72 @@ class DecideHiddenTests(HiddenTestSeeds):
             if engine.is_test_cell(cell) and engine.hidden_call(str(cell.source)) is not None:
                 engine.decide_cell(cell, seed_of(cell.metadata["nbgrader"]["grade_id"]), code)
         return nb, resources
+
+
+#: Grader lines shorter than this are too generic to scrub (``return None``, ``)``).
+GRADER_LINE_MIN = 16
+
+
+def grader_lines() -> frozenset[str]:
+    """Stripped lines of every grader file (probes, verdicts) that learners never see in a release."""
+    from course_tools.course import REPO_ROOT
+
+    lines: set[str] = set()
+    for path in sorted((REPO_ROOT / "course_tools" / "hidden").rglob("*.py")):
+        for line in path.read_text(encoding="utf-8").split("\n"):
+            stripped = line.strip()
+            if len(stripped) >= GRADER_LINE_MIN:
+                lines.add(stripped)
+    return frozenset(lines)
+
+
+class ScrubGraderText(NbGraderPreprocessor):
+    """Feedback preprocessor: no line of grader code and no grading record in any output.
+
+    The kernel can read the probes (they run there), so a learner cell could print them into
+    its own outputs, or print the record a probe published. Every output line that is a line
+    of a grader file, or that names the record's MIME type, is replaced by a short notice.
+    """
+
+    notice = "[removed from feedback: grader code]"
+
+    def preprocess(self, nb: Any, resources: Any) -> tuple[Any, Any]:
+        from course_tools.hidden.probes.kit import RECORD_MIME
+
+        self._lines = grader_lines()
+        self._mime = RECORD_MIME
+        return super().preprocess(nb, resources)
+
+    def _scrub(self, text: Any) -> Any:
+        if isinstance(text, list):
+            return [self._scrub(item) for item in text]
+        if not isinstance(text, str):
+            return text
+        out = []
+        for line in text.split("\n"):
+            if line.strip() in self._lines or self._mime in line:
+                out.append(self.notice)
+            else:
+                out.append(line)
+        return "\n".join(out)
+
+    def preprocess_cell(self, cell: Any, resources: Any, index: int) -> tuple[Any, Any]:
+        if cell.cell_type != "code":
+            return cell, resources
+        kept = []
+        for output in cell.get("outputs", []):
+            data = output.get("data")
+            if data is not None:
+                if self._mime in data:
+                    continue
+                for key in list(data):
+                    if key.startswith("text/") or key.endswith("json"):
+                        data[key] = self._scrub(data[key]) if isinstance(data[key], (str, list)) else data[key]
+            if "text" in output:
+                output["text"] = self._scrub(output["text"])
+            if output.get("output_type") == "error":
+                output["evalue"] = self._scrub(output.get("evalue", ""))
+                output["traceback"] = self._scrub(list(output.get("traceback", [])))
+            kept.append(output)
+        cell["outputs"] = kept
+        return cell, resources

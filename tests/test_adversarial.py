@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -296,9 +297,9 @@ def test_patched_numpy_or_builtins_do_not_raise_a_score(graded):
     assert buggy_score < graded["records"]["buggy"]["max_score"], "the buggy example must lose points"
     for student in ("patched_numpy", "patched_builtins", "grader_detector"):
         assert _score(graded, student) <= buggy_score, student
-    for student in ("patched_numpy", "patched_builtins"):
+    for student in ("patched_numpy", "patched_builtins"):  # verdicts are decided outside the kernel
         outputs = all_outputs(graded["ws"], student, graded["assignment"], graded["first"])
-        assert "grading refused" in outputs, f"{student}: the hidden tests should say why they refuse"
+        assert "vnd.mytorch.record" not in outputs, f"{student}: a raw record was left in the notebook"
 
 
 def test_student_code_reads_nothing_it_should_not(graded):
@@ -355,3 +356,301 @@ def test_broken_files_are_repaired_or_reported(graded):
     corrupt = records["corrupt"]
     assert corrupt["status"] == "problems" and corrupt["notebooks"][first]["status"] == "not submitted"
     assert "corrupt" in graded["result"].stdout and "not valid JSON" in graded["result"].stdout
+
+
+# ================================================================== the grader out of the learner's reach
+#
+# One class of submissions of the NumPy assignment's first notebook (1_layers; the other notebooks are
+# not submitted), graded by `python -m course_tools grade` with feedback and, for the attacks on the
+# grader's code, also by plain `nbgrader autograde`. Each attack starts from the reference solution or
+# from the bundled `linear_bug` example (the honest buggy submission it must not outscore).
+
+ISOLATION_ASSIGNMENT = "02_numpy_library"
+ISOLATION_NOTEBOOK = "1_layers"
+GRADER_FILES = REPO_ROOT / "course_tools" / "hidden"
+VERDICT_FILES = GRADER_FILES / "verdicts"
+
+INHERIT = MARK + """
+try:
+    from course_tools.hidden.verdicts import reference
+except ImportError:
+    from course_tools.hidden import reference
+"""
+
+IMPORTLIB = MARK + """
+import importlib.util, os
+reference = None
+for path in PATHS:
+    try:
+        spec = importlib.util.spec_from_file_location("stolen", path)
+        reference = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(reference)
+        break
+    except (OSError, AttributeError, ImportError):
+        reference = None
+if reference is None:  # search the whole disk for it
+    for folder, dirs, files in os.walk("/"):
+        dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev")]
+        if "reference.py" in files and "course_tools" in folder:
+            spec = importlib.util.spec_from_file_location("stolen", os.path.join(folder, "reference.py"))
+            reference = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(reference)
+            break
+"""
+
+#: a recorded run of the reference solution (default seeds), replayed in place of the learner's own results
+REPLAY = MARK + """
+import json
+from course_tools.hidden.probes import kit
+_RECORDS = json.loads(RECORDS_JSON)
+_publish = kit.Probe.publish
+def _replayed(self, forge_seed=FORGE):
+    stolen = _RECORDS.get(self.behaviour)
+    if stolen is not None:
+        self.items = stolen["items"]
+        if forge_seed:
+            self.seed = int(stolen["seed"])
+    return _publish(self)
+kit.Probe.publish = _replayed
+"""
+
+SILENCE = MARK + """
+from course_tools.hidden.probes import kit
+kit.Probe.publish = lambda self: None
+"""
+
+PATCH_PROBES = MARK + """
+import numpy as np
+from course_tools.hidden.probes import kit
+kit.rng = lambda seed: np.random.default_rng(0)          # inputs the learner can predict
+np.random.default_rng = lambda *args, **kwargs: np.random.Generator(np.random.PCG64(0))
+kit.Probe.seconds = lambda self, key, fn, repeats=3: self.items.__setitem__(key, kit.encode(1e-6))
+"""
+
+FRAME_THIEF = """
+class Linear:
+    def __init__(self, in_features, out_features):
+        self.W = np.zeros((out_features, in_features))
+        self.b = np.zeros((out_features, 1))
+
+    def forward(self, A):
+        import sys
+        self.A, self.N = A, A.shape[0]
+        wanted, found = (A.shape[0], self.W.shape[0]), None
+        frame = sys._getframe(1)
+        while frame is not None:   # look for the expected output anywhere up the call stack
+            for value in list(frame.f_locals.values()):
+                if isinstance(value, np.ndarray) and value.shape == wanted and value is not A:
+                    found = value
+            frame = frame.f_back
+        return found if found is not None else np.zeros(wanted)
+
+    def backward(self, dLdZ):
+        self.dLdW = dLdZ.T @ self.A
+        self.dLdb = dLdZ.sum(axis=0, keepdims=True).T
+        return dLdZ @ self.W
+"""
+
+FILE_PRINTER = MARK + """
+import os
+seen = []
+for folder, dirs, files in os.walk("/"):
+    dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev", "usr") and not d.startswith("python")
+               and d not in ("site-packages", ".venv", "lib")]
+    for name in files:
+        path = os.path.join(folder, name)
+        if name.endswith((".py", ".npz", ".json", ".db", ".toml", "secret")) and not path.startswith(os.getcwd()):
+            seen.append(path)
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    print(f.read())
+            except OSError:
+                pass
+print("SEEN", seen)
+"""
+
+
+def _answer_cells(assignment: str, notebook: str) -> dict[str, list[str]]:
+    """{grade_id of an answer cell: names of the classes it defines} (from the source notebook)."""
+    import ast
+
+    source = nbformat.read(REPO_ROOT / "source" / assignment / f"{notebook}.ipynb", as_version=4)
+    cells = {}
+    for cell in source.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("solution") and not meta.get("grade"):
+            text = "\n".join(line for line in cell.source.split("\n") if "SOLUTION" not in line)
+            names = [n.name for n in ast.parse(text).body if isinstance(n, ast.ClassDef)]
+            if names:
+                cells[meta["grade_id"]] = names
+    return cells
+
+
+def _no_own_code(assignment: str, notebook: str, release_dir: Path, preamble: str) -> Any:
+    """A submission that writes no class of its own: every class subclasses the grader's reference one."""
+    edits = {}
+    for grade_id, names in _answer_cells(assignment, notebook).items():
+        solution = next(c.source for c in nbformat.read(REPO_ROOT / "source" / assignment / f"{notebook}.ipynb",
+                                                        as_version=4).cells
+                        if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+        text = "\n".join(line for line in solution.split("\n") if "SOLUTION" not in line)
+        edits[grade_id] = (text, "\n".join(f"class {n}(reference.{n}):\n    pass" for n in names))
+    return _with_cell(learner_notebook(assignment, notebook, edits, release_dir=release_dir), preamble)
+
+
+def _recorded_reference_run(assignment: str, notebook: str) -> dict[str, Any]:
+    """{check name: record} of the reference solution, run in this process with the default seeds."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from learner_cells import run_as_notebook
+    from course_tools.hidden.probes import kit
+
+    namespace = run_as_notebook(assignment, notebook)
+    records: dict[str, Any] = {}
+    source = nbformat.read(REPO_ROOT / "source" / assignment / f"{notebook}.ipynb", as_version=4)
+    for cell in source.cells:
+        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade"):
+            kit.SINK = sink = []
+            try:
+                exec(compile(cell.source, cell.id, "exec"), namespace)
+            except Exception:  # noqa: BLE001 (only the records matter here)
+                pass
+            finally:
+                kit.SINK = None
+            for record in sink:
+                records[record["behaviour"]] = record
+    return records
+
+
+def build_isolation_class(ws: Workspace) -> dict[str, tuple[str, Any]]:
+    a, n, release = ISOLATION_ASSIGNMENT, ISOLATION_NOTEBOOK, ws.release_dir
+    reference = learner_notebook(a, n, release_dir=release)
+    honest_bug = buggy(a, n, release)
+    recorded = json.dumps(_recorded_reference_run(a, n))
+    old_paths = [str(VERDICT_FILES / "reference.py"), str(GRADER_FILES / "reference.py")]
+    thief_cell = next(g for g, names in _answer_cells(a, n).items() if "Linear" in names)
+    thief_text = "\n".join(line for line in next(
+        c.source for c in nbformat.read(REPO_ROOT / "source" / a / f"{n}.ipynb", as_version=4).cells
+        if c.metadata.get("nbgrader", {}).get("grade_id") == thief_cell).split("\n") if "SOLUTION" not in line)
+    plan = {
+        "reference": ("the reference solution", reference),
+        "buggy": ("the linear_bug example: dLdW transposed", honest_bug),
+        "inherits": ("no code of its own: every class inherits the grader's reference class",
+                     _no_own_code(a, n, release, INHERIT)),
+        "importlib": ("no code of its own: loads the reference file with importlib, searching the disk",
+                      _no_own_code(a, n, release, IMPORTLIB.replace("PATHS", repr(old_paths)))),
+        "replays": ("buggy; replays a recorded right run into every probe's record (the seed left as given)",
+                    _with_cell(honest_bug, REPLAY.replace("RECORDS_JSON", repr(recorded)).replace("FORGE", "False"))),
+        "forges_seed": ("buggy; replays a recorded right run with the seed it was recorded under",
+                        _with_cell(honest_bug, REPLAY.replace("RECORDS_JSON", repr(recorded)).replace("FORGE", "True"))),
+        "silences": ("buggy; stops the probes from publishing", _with_cell(honest_bug, SILENCE)),
+        "patches_probes": ("buggy; patches the probes' generators and timer", _with_cell(honest_bug, PATCH_PROBES)),
+        "frame_thief": ("Linear.forward returns an array of the right shape found in a calling frame",
+                        learner_notebook(a, n, {thief_cell: (thief_text, FRAME_THIEF.strip())}, release_dir=release)),
+        "file_printer": ("the reference; prints every grader-looking file it can reach",
+                         _with_cell(reference, FILE_PRINTER)),
+    }
+    for student, (_, nb) in plan.items():
+        write_submission(ws.path("submitted", student, a), {n: nb}, release_folder=release / a)
+    return plan
+
+
+#: the attacks on the grader's code that plain `nbgrader autograde` must withstand too
+PLAIN_NBGRADER = ("reference", "buggy", "inherits", "replays", "silences", "file_printer")
+
+
+@pytest.fixture(scope="module")
+def isolation(tmp_path_factory: pytest.TempPathFactory):
+    probe()
+    ws = Workspace(tmp_path_factory.mktemp("isolation"))
+    ws.generate(ISOLATION_ASSIGNMENT)
+    plan = build_isolation_class(ws)
+    command = [sys.executable, "-m", "course_tools", "grade", ISOLATION_ASSIGNMENT, "--root", str(ws.root),
+               "--workers", "2", "--feedback", "--quiet"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    records = {s: load_record(ws.root, ISOLATION_ASSIGNMENT, s) for s in plan}
+    # plain nbgrader, as an instructor would call it, in a second course folder with the same submissions
+    plain_root = tmp_path_factory.mktemp("isolation-plain")
+    plain = Workspace(plain_root)
+    plain.generate(ISOLATION_ASSIGNMENT)
+    for student in PLAIN_NBGRADER:
+        shutil.copytree(ws.path("submitted", student, ISOLATION_ASSIGNMENT),
+                        plain.path("submitted", student, ISOLATION_ASSIGNMENT))
+    bin_dir = str(Path(sys.executable).parent)
+    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    plain_runs = {}
+    for student in PLAIN_NBGRADER:
+        plain_runs[student] = subprocess.run(
+            [str(Path(bin_dir) / "nbgrader"), "autograde", ISOLATION_ASSIGNMENT, "--student", student, "--force",
+             f"--CourseDirectory.root={plain_root}",
+             f"--CourseDirectory.source_directory={REPO_ROOT / 'source'}",
+             f"--CourseDirectory.release_directory={plain.release_dir}"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    plain_scores = {s: plain.scores(ISOLATION_ASSIGNMENT, s)["notebooks"][ISOLATION_NOTEBOOK]["score"]
+                    for s in PLAIN_NBGRADER}
+    return {"ws": ws, "plan": plan, "result": result, "records": records, "plain": plain,
+            "plain_runs": plain_runs, "plain_scores": plain_scores}
+
+
+def _nb_score(g: dict, student: str) -> float:
+    return g["records"][student]["notebooks"][ISOLATION_NOTEBOOK]["score"]
+
+
+def test_isolation_class_was_graded(isolation):
+    records = isolation["records"]
+    assert all(records.values()), isolation["result"].stdout[-3000:] + isolation["result"].stderr[-3000:]
+    nb = records["reference"]["notebooks"][ISOLATION_NOTEBOOK]
+    assert nb["score"] == nb["max_score"] > 0, nb
+    assert 0 < _nb_score(isolation, "buggy") < nb["max_score"]
+
+
+def test_attacks_on_the_grader_score_no_more_than_the_honest_bug(isolation):
+    buggy_score = _nb_score(isolation, "buggy")
+    for student in ("inherits", "importlib", "replays", "forges_seed", "silences", "patches_probes", "frame_thief"):
+        record = isolation["records"][student]
+        assert record["status"] in ("graded", "failed"), (student, record)
+        assert _nb_score(isolation, student) <= buggy_score, (student, record["notebooks"][ISOLATION_NOTEBOOK])
+    assert _nb_score(isolation, "inherits") == 0 and _nb_score(isolation, "importlib") == 0
+    cells = isolation["records"]["frame_thief"]["notebooks"][ISOLATION_NOTEBOOK]["cells"]
+    assert cells["test_linear_forward"][0] == 0, cells
+
+
+def test_attacks_fail_under_plain_nbgrader_autograde_too(isolation):
+    for student, run in isolation["plain_runs"].items():
+        assert run.returncode == 0, (student, run.stdout[-2000:], run.stderr[-2000:])
+    scores = isolation["plain_scores"]
+    assert scores["reference"] == _nb_score(isolation, "reference") > scores["buggy"] > 0
+    for student in ("inherits", "replays", "silences"):
+        assert scores[student] <= scores["buggy"], (student, scores)
+    assert scores["inherits"] == 0
+    assert scores["file_printer"] == scores["reference"], scores
+
+
+def test_silenced_or_broken_probes_are_told_why(isolation):
+    nb = nbformat.read(isolation["ws"].path("autograded", "silences", ISOLATION_ASSIGNMENT)
+                       / f"{ISOLATION_NOTEBOOK}.ipynb", as_version=4)
+    messages = [o.get("evalue", "") for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert any("no result reached the grader" in m for m in messages), messages
+
+
+def test_the_kernel_reaches_no_verdict_and_feedback_shows_no_grader_line(isolation):
+    ws = isolation["ws"]
+    printed = adversarial_output(ws, "file_printer", ISOLATION_ASSIGNMENT, ISOLATION_NOTEBOOK)
+    seen = printed.rsplit("SEEN", 1)[1]
+    assert str(VERDICT_FILES) not in seen and "reference.py" not in seen, seen[:2000]
+    assert "labels" not in seen and ".grading_secret" not in seen, seen[:2000]
+    lines = {line.strip() for path in GRADER_FILES.rglob("*.py")
+             for line in path.read_text(encoding="utf-8").split("\n") if len(line.strip()) >= 16}
+    checked = 0
+    for student in isolation["plan"]:
+        page = ws.root / "feedback" / student / ISOLATION_ASSIGNMENT / f"{ISOLATION_NOTEBOOK}.html"
+        if not page.exists():
+            continue
+        checked += 1
+        text = page.read_text(encoding="utf-8")
+        import html as html_module
+
+        visible = html_module.unescape(text)
+        leaked = sorted(line for line in lines if line in visible)
+        assert not leaked, (student, leaked[:5])
+        assert "vnd.mytorch.record" not in visible, student
+    assert checked >= 8

@@ -85,18 +85,26 @@ def test_kernel_sees_only_its_working_copy(course):
             assert result in ("FileNotFoundError", "PermissionError"), (target, result)
 
 
-def test_course_code_hidden_tests_need_is_read_only(course):
+def test_the_kernel_sees_the_probes_read_only_and_nothing_else_of_the_grader(course):
+    verdicts = REPO_ROOT / "course_tools" / "hidden" / "verdicts"
     results, _ = run_cells(
         course["work"],
-        "import mytorch_lib, course_tools.hidden.integrity; print('imported')",
-        f"open({str(REPO_ROOT / 'course_tools' / 'hidden' / 'planted.py')!r}, 'w')",
+        "import mytorch_lib, course_tools.hidden.probes.kit; print('imported')",
+        f"open({str(REPO_ROOT / 'course_tools' / 'hidden' / 'probes' / 'planted.py')!r}, 'w')",
         f"open({str(REPO_ROOT / 'mytorch_lib' / '__init__.py')!r}, 'a')",
         "import os; print(sorted(os.listdir(os.path.dirname(course_tools.__file__))))",
+        "import os; print(sorted(os.listdir(os.path.dirname(course_tools.hidden.__file__))))",
+        "import course_tools.hidden.verdicts.reference",
+        TRY_READ.format(str(verdicts / "reference.py")),
+        TRY_READ.format(str(verdicts)),
     )
     assert results[0] == "imported"
     assert results[1].startswith("OSError") and "Read-only" in results[1]
     assert results[2].startswith(("OSError", "PermissionError")), results[2]
     assert results[3] == "['__init__.py', 'hidden']"
+    assert results[4] == "['__init__.py', 'probes']"
+    assert results[5].startswith("ModuleNotFoundError"), results[5]
+    assert results[6] == results[7] == "FileNotFoundError", results[6:]
 
 
 def test_writes_land_only_in_the_working_copy(course):
