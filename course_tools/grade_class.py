@@ -43,7 +43,7 @@ from typing import Any, Iterable
 
 from course_tools.course import Workspace
 from course_tools.preflight import PreflightReport, prepare_submission
-from course_tools.sandbox import KERNEL_NAME, SandboxSettings, install_kernelspec, prepare_matplotlib_cache, probe
+from course_tools.sandbox import KERNEL_NAME, SandboxSettings, prepare_kernel, prepare_matplotlib_cache, probe
 
 #: folder (under the course root) that nbgrader grades from: the preflighted copies
 PREFLIGHTED = "preflighted"
@@ -205,15 +205,14 @@ class _Worker:
         self.runtime = self.scratch / "runtime"
         self.status_file = self.scratch / "kernel-status.json"
         settings = dataclasses.replace(options.sandbox or SandboxSettings(), wall_clock_cap=options.notebook_timeout)
-        config = settings.launcher_config(slot=slot, scratch_dir=self.scratch, status_file=self.status_file,
-                                          matplotlib_cache=matplotlib_cache, sandboxed=options.sandbox is not None)
-        install_kernelspec(self.scratch / "jupyter", config)
+        connection_file = prepare_kernel(self.scratch, settings, slot=slot, sandboxed=options.sandbox is not None,
+                                         status_file=self.status_file, matplotlib_cache=matplotlib_cache)
         os.environ["JUPYTER_PATH"] = os.pathsep.join(
             p for p in (str(self.scratch / "jupyter"), os.environ.get("JUPYTER_PATH", "")) if p)
         api = self.workspace.api
         api.config.Execute.kernel_name = KERNEL_NAME
         api.config.KernelManager.transport = "ipc" if options.sandbox is not None else "tcp"
-        api.config.KernelManager.connection_file = str(self.runtime / "kernel.json")
+        api.config.KernelManager.connection_file = str(connection_file)
         if options.cell_timeout:
             api.config.Execute.timeout = options.cell_timeout
         api.coursedir.submitted_directory = PREFLIGHTED
