@@ -17,6 +17,12 @@ It prints submissions per minute for 1 and 2, their ratio, and the
 per-notebook overhead of 2 (one worker) against 3, and checks that both
 gradebooks hold the same grades. Timings depend on the machine's load: run it
 on an otherwise idle machine.
+
+``--baseline DIR`` compares instead the per-notebook grading time of this
+checkout with another checkout of the course (for example an older commit:
+``git worktree add /tmp/before <commit>``): the same synthetic class is graded
+by ``python -m course_tools grade -j 1`` of each, alternately, ``--repeats``
+times, and the median seconds per notebook are printed side by side.
 """
 
 from __future__ import annotations
@@ -225,6 +231,60 @@ def run(args: argparse.Namespace) -> int:
     return 0 if same else 1
 
 
+def _in_checkout(checkout: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python ARGS`` run from ``checkout`` (its course_tools, nbgrader_config.py and source/)."""
+    env = _env()
+    env["PYTHONPATH"] = str(checkout)
+    return subprocess.run([sys.executable, *args], cwd=checkout, env=env, capture_output=True, text=True,
+                          check=False)
+
+
+def compare_with_baseline(args: argparse.Namespace) -> int:
+    """Per-notebook grading seconds of this checkout and of ``args.baseline``, side by side."""
+    from course_tools.grade_class import load_record
+
+    checkouts = {"before": Path(args.baseline).resolve(), "after": REPO_ROOT}
+    names = args.assignments or assignments()
+    base = Path(args.workdir).resolve()
+    shutil.rmtree(base, ignore_errors=True)
+    seconds: dict[tuple[str, str, str], list[float]] = {}
+    for assignment in names:
+        spaces = {}
+        for label, checkout in checkouts.items():
+            root = base / label
+            made = _in_checkout(checkout, "-c", "import sys; from course_tools.course import Workspace; "
+                                f"Workspace(sys.argv[1]).generate({assignment!r})", str(root))
+            if made.returncode != 0:
+                raise SystemExit(f"{checkout}: generate_assignment failed:\n{made.stderr[-2000:]}")
+            spaces[label] = Workspace(root)
+        klass = synthetic_class(assignment, spaces["after"].release_dir, args.students)
+        for ws in spaces.values():
+            submit_class(ws, assignment, klass)
+        print(f"{assignment}: {len(klass)} submissions x {len(notebooks(assignment))} notebook(s)", flush=True)
+        for _ in range(args.repeats):
+            for label, checkout in checkouts.items():
+                ws = spaces[label]
+                run = _in_checkout(checkout, "-m", "course_tools", "grade", assignment, "--root", str(ws.root),
+                                   "--workers", "1", "--force", "--quiet")
+                if run.returncode not in (0, 1):
+                    raise SystemExit(f"{checkout}: grade failed:\n{run.stderr[-2000:]}")
+                for student in klass:
+                    record = load_record(ws.root, assignment, student) or {}
+                    for nb_name, nb in record.get("notebooks", {}).items():
+                        if nb.get("status") == "graded":
+                            seconds.setdefault((assignment, nb_name, label), []).append(nb["seconds"])
+    print(f"\nper-notebook grading time, median over submissions and repeats (s), -j 1, {os.cpu_count()} cores")
+    print(f"{'notebook':34} {'before':>8} {'after':>8} {'after/before':>13}")
+    for assignment in names:
+        for nb in notebooks(assignment):
+            before = seconds.get((assignment, nb.stem, "before"), [])
+            after = seconds.get((assignment, nb.stem, "after"), [])
+            if before and after:
+                b, a = statistics.median(before), statistics.median(after)
+                print(f"{assignment + '/' + nb.stem:34} {b:8.2f} {a:8.2f} {a / b:12.2f}x")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_tools.benchmark_grading", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -233,7 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1],
                         help="worker counts to time our command with (default: 1 and the number of cores)")
     parser.add_argument("--workdir", default="build/benchmark", help="scratch course folders (default build/benchmark)")
-    return run(parser.parse_args(argv))
+    parser.add_argument("--baseline", default=None,
+                        help="another checkout of the course: compare per-notebook grading time with it instead")
+    parser.add_argument("--repeats", type=int, default=2, help="with --baseline: gradings per checkout (default 2)")
+    args = parser.parse_args(argv)
+    return compare_with_baseline(args) if args.baseline else run(args)
 
 
 if __name__ == "__main__":
