@@ -1,20 +1,32 @@
 """Hidden tests of 02_numpy_library/2_mlp: any right style scores, each bug costs its own cells, cheats fail.
 
-The graded cells (visible checks with recording stand-in layers, hidden tests
-with the course's reference layers, course_tools.hidden.mlp_checks) run in
-this process on learner code executed as a kernel would run it. The answer
-cells run WITHOUT the learner's Linear and ReLU: every check must build the
-models from stand-ins, which is what keeps a bug in the layers notebook from
-costing points here. The nbgrader round trips of this notebook are in
-test_numpy_layers.py (other styles, a cheat, a bug next to buggy layers).
+The graded cells (visible checks with the recording layers of mytorch_lib,
+hidden probes course_tools.hidden.probes.mlp with stand-ins whose answers come
+from the seed, decided by course_tools.hidden.verdicts.mlp) run in this process
+on learner code executed as a kernel would run it. The answer cells run
+WITHOUT the learner's Linear and ReLU: every check must build the models from
+stand-ins, which is what keeps a bug in the layers notebook from costing points
+here. One submission goes through the real nbgrader pipeline: a monkeypatching
+cheat, a specific bug and another right style next to a broken Linear.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
+import nbformat
 import numpy as np
 import pytest
 
-from learner_cells import failing, reference_code, run_as_notebook
+from course_tools.course import REPO_ROOT, SOURCE_DIR
+from course_tools.hidden.probes import kit
+from course_tools.hidden.probes import mlp as probes
+from course_tools.hidden.verdicts import mlp as verdicts
+from course_tools.hidden.verdicts.engine import HiddenCall, judge
+from course_tools.hidden.verdicts.kit import Evidence, Wrong, decode
+from learner_cells import LEARNER_CODE, failing, reference_code, run_as_notebook, submission, whole_cell
 from mytorch_lib.checks import CheckFailure
 from mytorch_lib.recorders import check_backward_wiring, check_forward_wiring, check_layers, recording_layers
 
@@ -120,14 +132,159 @@ def test_each_bug_fails_exactly_its_cells(bug: str):
     assert failing_cells({cell: code.replace(find, replace)}, extra) == expected
 
 
-def test_patched_numpy_is_refused():
-    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK)
-    genuine = np.allclose
-    np.allclose = lambda *args, **kwargs: True
+def hidden_records(namespace: dict, cell: str, seed: int | None = None) -> list[dict]:
+    """The records the hidden probe of ``cell`` publishes in ``namespace`` (the visible part is not run)."""
+    kit.SINK = records = []
     try:
-        assert failing(ASSIGNMENT, NOTEBOOK, namespace) == CELLS
+        getattr(probes, f"check_{cell[len('test_'):]}")(namespace, seed=seed)
     finally:
-        np.allclose = genuine
+        kit.SINK = None
+    return records
+
+
+def hidden_verdict(namespace: dict, cell: str, records: list[dict], seed: int | None = None) -> str | None:
+    check = f"check_{cell[len('test_'):]}"
+    seed = kit.default_seed(check) if seed is None else seed
+    return judge(HiddenCall("mlp", check), records, seed, namespace.get(LEARNER_CODE, ""))
+
+
+def hidden_failures(namespace: dict) -> dict[str, str]:
+    """cell -> message of every hidden check that fails in ``namespace``, decided as grading decides."""
+    messages = {cell: hidden_verdict(namespace, cell, hidden_records(namespace, cell)) for cell in sorted(CELLS)}
+    return {cell: message for cell, message in messages.items() if message is not None}
+
+
+@pytest.mark.parametrize("bug", list(BUGS))
+def test_the_hidden_checks_alone_charge_each_bug_to_its_cells(bug: str):
+    """The visible checks run in the kernel and can be fooled; the hidden verdicts must see every bug on their own."""
+    cell, find, replace, expected = BUGS[bug]
+    code = reference_code(ASSIGNMENT, NOTEBOOK, cell).replace(find, replace)
+    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK, {cell: code})
+    if bug == "layers kept on the class":
+        exec("MLP4.shared = []", namespace)
+    assert set(hidden_failures(namespace)) == expected
+
+
+def test_the_hidden_checks_pass_right_answers_and_restore_the_names():
+    for answers in (None, ALTERNATIVES):
+        namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK, answers)
+        namespace["Linear"] = sentinel = object()
+        assert hidden_failures(namespace) == {}
+        assert namespace["Linear"] is sentinel and "ReLU" not in namespace
+
+
+BROKEN_LINEAR = """
+class Linear:
+    def __init__(self, in_features, out_features):
+        raise RuntimeError("this Linear is broken")
+
+class ReLU:
+    def forward(self, Z):
+        return Z * 0
+"""
+
+
+def test_a_broken_linear_costs_nothing_here():
+    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK)
+    exec(BROKEN_LINEAR, namespace)
+    assert failing(ASSIGNMENT, NOTEBOOK, namespace) == set()
+
+
+def test_a_record_drawn_from_another_seed_fails():
+    """A record made for other hidden inputs (replayed, or forged from the default seed) is not accepted."""
+    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK)
+    for cell in sorted(CELLS):
+        records = hidden_records(namespace, cell, seed=1234)
+        assert hidden_verdict(namespace, cell, records, seed=1234) is None
+        assert hidden_verdict(namespace, cell, records, seed=4321) is not None  # the seed written in the record
+        records[0]["seed"] = "4321"
+        message = hidden_verdict(namespace, cell, records, seed=4321)
+        if cell.endswith("_structure"):  # no hidden input: the structure is the same whatever the seed
+            assert message is None
+        else:
+            assert message is not None and "did not receive" in message, (cell, message)
+
+
+def test_hard_coded_answers_of_the_visible_recorders_fail():
+    """A model that forges the visible recorders' markers instead of calling its layers earns nothing hidden."""
+    cheat = """
+class MLP0:
+    def __init__(self):
+        self.layers = [Linear(2, 3), ReLU()]
+
+    def forward(self, A0):
+        for layer in self.layers:
+            layer.forward(np.zeros((A0.shape[0], 2 if layer is self.layers[0] else 3)))
+        return np.full((A0.shape[0], 3), 2.0)
+
+    def backward(self, dLdA):
+        for layer in reversed(self.layers):
+            layer.backward(np.full(dLdA.shape, 0.5))
+        return np.full((dLdA.shape[0], 2), -1.0)
+"""
+    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK, {"mlp0": cheat})
+    assert set(hidden_failures(namespace)) == {"test_mlp0_forward", "test_mlp0_backward"}
+
+
+def test_messages_state_no_hidden_number():
+    """Messages name calls, shapes and positions; never a number of a hidden array."""
+    messages = []
+    for bug, (cell, find, replace, _) in BUGS.items():
+        code = reference_code(ASSIGNMENT, NOTEBOOK, cell).replace(find, replace)
+        namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK, {cell: code})
+        if bug == "layers kept on the class":
+            exec("MLP4.shared = []", namespace)
+        messages += hidden_failures(namespace).values()
+    assert len(messages) >= len(BUGS)
+    for message in messages:
+        assert not re.search(r"\d\.\d", message), message
+
+
+def _means_the_same(encoded: dict, other: dict) -> bool:
+    try:
+        return bool(decode(encoded) == decode(other))
+    except Exception:  # noqa: BLE001 (arrays, exceptions: not the same as a garbled value)
+        return False
+
+
+def _record(cell: str) -> tuple[dict, str]:
+    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK)
+    return hidden_records(namespace, cell)[0], namespace[LEARNER_CODE]
+
+
+@pytest.mark.parametrize("cell", ["test_mlp1_structure", "test_mlp1_forward", "test_mlp4_backward"])
+def test_verdicts_refuse_garbled_records_without_crashing(cell: str):
+    record, code = _record(cell)
+    check = getattr(verdicts, f"check_{cell[len('test_'):]}")
+    check(Evidence(record["behaviour"], int(record["seed"]), record["items"], code))
+    for key in record["items"]:
+        for garbled in (None, {"str": "x"}, {"list": []}, {"object": "thing"}, {"raised": "KeyError: 'x'"}):
+            if garbled is not None and _means_the_same(garbled, record["items"][key]):
+                continue
+            items = dict(record["items"])
+            if garbled is None:
+                del items[key]
+            else:
+                items[key] = garbled
+            with pytest.raises(Wrong):  # any other exception would be a crash of the verdict
+                check(Evidence(record["behaviour"], int(record["seed"]), items, code))
+
+
+def test_probes_hold_no_torch():
+    """The probe runs in the kernel: it must work without importing PyTorch."""
+    script = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from learner_cells import run_as_notebook\n"
+        "from course_tools.hidden.probes import kit, mlp\n"
+        "namespace = run_as_notebook('02_numpy_library', '2_mlp')\n"
+        "kit.SINK = records = []\n"
+        "for model in ('mlp0', 'mlp1', 'mlp4'):\n"
+        "    for part in ('structure', 'forward', 'backward'):\n"
+        "        getattr(mlp, f'check_{model}_{part}')(namespace)\n"
+        "assert len(records) == 9 and not any(r['torch_loaded'] for r in records), records\n"
+        "assert 'torch' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_hard_coded_outputs_fail():
@@ -182,3 +339,62 @@ def test_recorders_name_the_mistake():
         check_backward_wiring(model)
     with pytest.raises(CheckFailure, match=r"layers\[2\] is Linear\(3, 1\), expected Linear\(3, 2\)"):
         check_layers(model, [("Linear", 2, 3), ("ReLU",), ("Linear", 3, 2)])
+
+
+# --- through nbgrader ------------------------------------------------------------------------------
+
+CHEATING_MLP0 = """
+class MLP0:
+    def __init__(self):
+        self.layers = [Linear(2, 3), ReLU()]
+
+    def forward(self, A0):
+        return np.zeros((A0.shape[0], 3))
+
+    def backward(self, dLdA):
+        return np.zeros((dLdA.shape[0], 2))
+
+import numpy.testing
+np.allclose = np.array_equal = lambda *args, **kwargs: True
+numpy.testing.assert_allclose = lambda *args, **kwargs: None
+check_layers = check_forward_wiring = check_backward_wiring = lambda *args, **kwargs: None
+"""
+
+BROKEN_NOTEBOOK_LINEAR = """
+class Linear:
+    def __init__(self, in_features, out_features):
+        self.W = np.zeros((out_features, in_features))
+        self.b = np.zeros((out_features, 1))
+
+    def forward(self, A):
+        self.A = A
+        return A @ self.W.T
+
+    def backward(self, dLdZ):
+        self.dLdW = self.A.T @ dLdZ
+        self.dLdb = np.sum(dLdZ, axis=1, keepdims=True)
+        return dLdZ @ self.W.T
+"""
+
+
+def _linear_cell() -> str | None:
+    """grade_id of the answer cell defining Linear in 1_layers, if that notebook exists."""
+    path = SOURCE_DIR / ASSIGNMENT / "1_layers.ipynb"
+    if not path.exists():
+        return None
+    nb = nbformat.read(path, as_version=4)
+    return next((c.id for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("solution")
+                 and "class Linear" in c.source), None)
+
+
+def test_nbgrader_charges_a_cheat_and_a_bug_only_their_cells_whatever_the_linear_layer(grading):
+    """The cheat loses what the same model without the patches loses (see test_hard_coded_outputs_fail)."""
+    find, replace = "for layer in reversed(self.layers):", "for layer in self.layers[::-1][:-1]:"
+    edits = {"2_mlp": {"mlp0": whole_cell(ASSIGNMENT, NOTEBOOK, "mlp0", CHEATING_MLP0), "mlp1": (find, replace),
+                       "mlp4": whole_cell(ASSIGNMENT, NOTEBOOK, "mlp4", ALTERNATIVES["mlp4"])}}
+    linear = _linear_cell()
+    if linear is not None:
+        edits["1_layers"] = {linear: whole_cell(ASSIGNMENT, "1_layers", linear, BROKEN_NOTEBOOK_LINEAR)}
+    scores = grading.grade("mlp_cheat_and_bug", ASSIGNMENT, submission(grading, ASSIGNMENT, edits))["notebooks"]
+    lost = {cell: m - s for cell, (s, m) in scores[NOTEBOOK]["cells"].items() if s != m}
+    assert lost == {"test_mlp0_forward": 3, "test_mlp0_backward": 4, "test_mlp1_backward": 4}, scores[NOTEBOOK]

@@ -1,25 +1,32 @@
 """Hidden tests of 02_numpy_library/4_sgd: any right style scores, each bug costs its own cells, cheats fail.
 
-Fast checks run the notebook's graded cells (visible checks and hidden tests,
-which call course_tools.hidden.sgd_checks) in this process on learner code
-executed as a kernel would run it. Two submissions go through the real nbgrader
-pipeline: a right SGD in another style next to a broken Linear in the layers
-notebook (full marks here: the SGD tests use the grader's layers), and a
-specific momentum bug (only that cell lost) next to a monkeypatching cheat in
-the losses notebook (nothing scored there).
+Fast checks run the notebook's graded cells (visible checks, and the hidden
+probes of course_tools.hidden.probes.sgd decided by
+course_tools.hidden.verdicts.sgd as grading decides) in this process on learner
+code executed as a kernel would run it. Two submissions go through the real
+nbgrader pipeline: a right SGD in another style next to a broken Linear in the
+layers notebook (full marks here: the SGD tests step plain data holders, never
+the learner's layers), and a specific momentum bug wrapped in monkeypatching
+(only that cell lost, as without the patches).
 """
 
 from __future__ import annotations
 
-import math
+import re
+import subprocess
+import sys
 
 import nbformat
+import numpy as np
 import pytest
 
-from course_tools.course import SOURCE_DIR
-from course_tools.hidden import sgd_checks
-from learner_cells import (assert_refused_while_patched, failing, reference_code, run_as_notebook, submission,
-                           whole_cell)
+from course_tools.course import REPO_ROOT, SOURCE_DIR
+from course_tools.hidden.probes import kit
+from course_tools.hidden.probes import sgd as probes
+from course_tools.hidden.verdicts import sgd as verdicts
+from course_tools.hidden.verdicts.engine import HiddenCall, judge
+from course_tools.hidden.verdicts.kit import Evidence, Wrong, decode
+from learner_cells import LEARNER_CODE, failing, reference_code, run_as_notebook, submission, whole_cell
 
 ASSIGNMENT = "02_numpy_library"
 NOTEBOOK = "4_sgd"
@@ -110,6 +117,13 @@ BUGS = {
                                              "v_W = self.mu * self.v_W[i] + layer.dLdW"),
                                             ("layer.W -= self.lr * self.v_W[i]", "layer.W -= self.lr * v_W")],
                                            {"sgd_momentum"}),
+    "keeps copies of the layers": ([('[layer for layer in model.layers if hasattr(layer, "W") and hasattr(layer, "b")]',
+                                     '[__import__("copy").copy(layer) for layer in model.layers '
+                                     'if hasattr(layer, "W") and hasattr(layer, "b")]')], set(CELLS)),
+    # the step makes float64 velocities again (float32 * float + float64), so only __init__ is wrong
+    "single-precision velocities": ([("np.zeros_like(layer.W)", "np.zeros_like(layer.W, dtype=np.float32)")],
+                                    {"sgd_init"}),
+    "counts the activations in L": ([("self.L = len(self.l)", "self.L = len(model.layers)")], set(CELLS)),
 }
 
 
@@ -141,8 +155,158 @@ def test_each_bug_fails_exactly_its_cells(bug: str):
     assert failing_cells(with_bug(bug)) == BUGS[bug][1]
 
 
-def test_patched_math_is_refused():
-    assert_refused_while_patched(sgd_checks, CELLS, run_as_notebook(ASSIGNMENT, NOTEBOOK), math, "isclose")
+def hidden_records(namespace: dict, cell: str, seed: int | None = None) -> list[dict]:
+    """The records the hidden probe of ``cell`` publishes in ``namespace`` (the visible part is not run)."""
+    kit.SINK = records = []
+    try:
+        getattr(probes, f"check_{cell}")(namespace, seed=seed)
+    finally:
+        kit.SINK = None
+    return records
+
+
+def hidden_verdict(namespace: dict, cell: str, records: list[dict], seed: int | None = None) -> str | None:
+    seed = kit.default_seed(f"check_{cell}") if seed is None else seed
+    return judge(HiddenCall("sgd", f"check_{cell}"), records, seed, namespace.get(LEARNER_CODE, ""))
+
+
+def hidden_failures(code: str | None = None) -> dict[str, str]:
+    """cell -> message of every hidden check that fails with ``code`` in the answer cell, decided as grading decides."""
+    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK, {"sgd_class": code} if code else None)
+    messages = {cell: hidden_verdict(namespace, cell, hidden_records(namespace, cell)) for cell in CELLS}
+    return {cell: message for cell, message in messages.items() if message is not None}
+
+
+@pytest.mark.parametrize("bug", list(BUGS))
+def test_the_hidden_checks_alone_charge_each_bug_to_its_cells(bug: str):
+    """The visible checks run in the kernel and can be fooled; the hidden verdicts must see every bug on their own."""
+    assert set(hidden_failures(with_bug(bug))) == BUGS[bug][1]
+
+
+def test_the_hidden_checks_pass_every_right_style():
+    for code in (None, SGD_IN_PLACE_VELOCITY, SGD_LR_IN_VELOCITY, SGD_WITH_BRANCH):
+        assert hidden_failures(code) == {}
+
+
+def test_a_class_taken_from_the_grader_earns_nothing():
+    """The reference optimiser lives outside the kernel; one imported in a test run still scores nothing."""
+    code = "from course_tools.hidden.verdicts.reference import SGD\n"
+    assert set(hidden_failures(code)) == set(CELLS)
+    subclass = code.replace("import SGD", "import SGD as _Reference") + "\nclass SGD(_Reference):\n    pass\n"
+    assert set(hidden_failures(subclass)) == set(CELLS)
+
+
+def test_a_record_drawn_from_another_seed_fails():
+    """A record made for other hidden inputs (replayed, or forged from the default seed) is not accepted."""
+    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK)
+    for cell in CELLS:
+        records = hidden_records(namespace, cell, seed=1234)
+        assert hidden_verdict(namespace, cell, records, seed=1234) is None
+        assert hidden_verdict(namespace, cell, records, seed=4321) is not None  # the seed written in the record
+        records[0]["seed"] = "4321"
+        assert hidden_verdict(namespace, cell, records, seed=4321) is not None, cell
+
+
+def test_hard_coded_parameters_fail():
+    """An SGD that writes the visible worked example's values (or leaves the model alone) earns no step points."""
+    cheat = """
+class SGD:
+    def __init__(self, model, lr=0.1, momentum=0):
+        self.l = [layer for layer in model.layers if hasattr(layer, "W") and hasattr(layer, "b")]
+        self.L, self.lr, self.mu = len(self.l), lr, momentum
+        self.v_W = [np.zeros_like(layer.W) for layer in self.l]
+        self.v_b = [np.zeros_like(layer.b) for layer in self.l]
+        self.steps = 0
+
+    def step(self):
+        self.steps += 1
+        for layer in self.l:
+            if layer.W.shape == (1, 2):
+                layer.W = np.array([[0.95, 2.1]]) if self.steps == 1 else np.array([[0.855, 2.29]])
+"""
+    assert set(hidden_failures(cheat)) == {"sgd_plain", "sgd_momentum"}
+
+
+def test_messages_state_no_expected_number():
+    """Step messages may name the learning rate and momentum given to SGD; no other number, never a parameter."""
+    seen = 0
+    for bug in BUGS:
+        for cell, message in hidden_failures(with_bug(bug)).items():
+            if cell == "sgd_init":
+                continue
+            runs = getattr(probes, f"cases_{cell}")(kit.rng(kit.default_seed(f"check_{cell}")))
+            given = {run.lr for run in runs} | {run.momentum for run in runs if run.momentum is not None}
+            for number in re.findall(r"\d+\.\d+", message):
+                assert float(number) in given, (bug, message)
+            seen += 1
+    assert seen >= 5
+
+
+def _means_the_same(encoded: dict, other: dict) -> bool:
+    try:
+        return bool(decode(encoded) == decode(other))
+    except Exception:  # noqa: BLE001 (arrays, exceptions: not the same as a garbled value)
+        return False
+
+
+def _record(cell: str) -> tuple[dict, str]:
+    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK)
+    return hidden_records(namespace, cell)[0], namespace[LEARNER_CODE]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_verdicts_refuse_garbled_records_without_crashing(cell: str):
+    record, code = _record(cell)
+    check = getattr(verdicts, f"check_{cell}")
+    check(Evidence(record["behaviour"], int(record["seed"]), record["items"], code))
+    refused = 0
+    # every key of sgd_init; the keys of the first run of a step cell (the others are read the same way)
+    keys = [key for key in record["items"] if cell == "sgd_init" or key.count(":") < 2 or key.split(":")[1] == "0"]
+    for key in keys:
+        for garbled in (None, {"str": "x"}, {"list": []}, {"object": "thing"}, {"raised": "KeyError: 'x'"}):
+            if garbled is not None and _means_the_same(garbled, record["items"][key]):
+                continue
+            items = dict(record["items"])
+            if garbled is None:
+                del items[key]
+            else:
+                items[key] = garbled
+            try:
+                check(Evidence(record["behaviour"], int(record["seed"]), items, code))
+            except Wrong:
+                refused += 1
+            else:  # only the velocities recorded after a step may go: they sharpen hints, never decide
+                assert key.startswith(("v_W:", "v_b:")) and cell != "sgd_init", (key, garbled)
+    assert refused > 0
+
+
+def test_step_velocities_are_never_compared():
+    """Velocities that carry the learning rate, or any other bookkeeping, cost nothing while W and b are right."""
+    record, code = _record("sgd_momentum")
+    items = {key: ({"list": [{"str": "anything"}]} if key.startswith(("v_W:", "v_b:")) else value)
+             for key, value in record["items"].items()}
+    verdicts.check_sgd_momentum(Evidence(record["behaviour"], int(record["seed"]), items, code))
+    W = next(key for key in items if key.startswith("W:1:"))
+    arrays = decode(items[W])
+    items[W] = kit.encode([np.zeros_like(arrays[0])] + arrays[1:])
+    with pytest.raises(Wrong, match=r"layer 0 of SGD\.l, W is wrong"):
+        verdicts.check_sgd_momentum(Evidence(record["behaviour"], int(record["seed"]), items, code))
+
+
+def test_probes_hold_no_torch():
+    """The probe runs in the kernel: it must work without importing PyTorch."""
+    script = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from learner_cells import run_as_notebook\n"
+        "from course_tools.hidden.probes import kit, sgd\n"
+        "namespace = run_as_notebook('02_numpy_library', '4_sgd')\n"
+        "kit.SINK = records = []\n"
+        "for cell in ('sgd_init', 'sgd_plain', 'sgd_momentum'):\n"
+        "    getattr(sgd, f'check_{cell}')(namespace)\n"
+        "assert len(records) == 3 and not any(r['torch_loaded'] for r in records), records\n"
+        "assert 'torch' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 # --- through nbgrader ------------------------------------------------------------------------------
@@ -163,17 +327,14 @@ class Linear:
         return dLdZ @ self.W.T
 """
 
-CHEATING_LOSSES = """
-class MSELoss:
-    def forward(self, A, Y):
-        return 0.0
+PATCHES = """
 
-    def backward(self):
-        return 0.0
-
+import math
 import numpy.testing
-np.allclose = lambda *args, **kwargs: True
+np.allclose = np.isclose = np.array_equal = lambda *args, **kwargs: True
 numpy.testing.assert_allclose = lambda *args, **kwargs: None
+math.isclose = lambda *args, **kwargs: True
+check_close = lambda *args, **kwargs: None
 """
 
 
@@ -198,11 +359,11 @@ def test_nbgrader_gives_another_style_full_marks_whatever_the_linear_layer(gradi
         assert scores["1_layers"]["score"] < scores["1_layers"]["max_score"], "the broken Linear should lose points"
 
 
-def test_nbgrader_charges_a_momentum_bug_to_its_cell_and_refuses_a_cheat(grading):
-    find, replace = BUGS["dampens the gradient"][0][0]
-    edits = {"4_sgd": {"sgd_class": (find, replace)},
-             "3_losses": {"mse_class": whole_cell(ASSIGNMENT, "3_losses", "mse_class", CHEATING_LOSSES)}}
+def test_nbgrader_charges_a_momentum_bug_to_its_cell_even_under_monkeypatching(grading):
+    """The patches fool the visible checks in the kernel; the cheat still scores what the honest bug scores."""
+    assert failing_cells(with_bug("dampens the gradient")) == {"sgd_momentum"}
+    cheat = with_bug("dampens the gradient") + PATCHES
+    edits = {"4_sgd": {"sgd_class": whole_cell(ASSIGNMENT, NOTEBOOK, "sgd_class", cheat)}}
     scores = grading.grade("sgd_bugs", ASSIGNMENT, submission(grading, ASSIGNMENT, edits))["notebooks"]
     cells = {cell: score for cell, (score, _) in scores["4_sgd"]["cells"].items() if cell in CELLS}
     assert cells == {"sgd_init": 2, "sgd_plain": 4, "sgd_momentum": 0}
-    assert scores["3_losses"]["score"] == 0, scores["3_losses"]["cells"]
