@@ -85,7 +85,7 @@ def test_leak_scan_finds_planted_leaks(bundle: Path, tmp_path: Path):
     nb.cells[-1].source += "\n" + secret
     nbformat.write(nb, nb_path)
     (copy / pub.LIBRARY / "extra.py").write_text("### BEGIN HIDDEN TESTS\n", encoding="utf-8")
-    shutil.copyfile(REPO_ROOT / "course_tools" / "hidden" / "reference.py", copy / pub.LIBRARY / "ref.py")
+    shutil.copyfile(REPO_ROOT / "course_tools" / "hidden" / "verdicts" / "reference.py", copy / pub.LIBRARY / "ref.py")
     np.savez_compressed(copy / pub.LIBRARY / "digits.npz", x=secret_images)  # re-packed, other name
     mixed = np.concatenate([np.full((3, 28, 28), 7, np.uint8), secret_images[2:3]])  # one test sample hidden
     np.save(copy / "01_pen_and_paper" / "extra_train.npy", mixed)
