@@ -176,3 +176,39 @@ def test_feedback_scrubber_removes_printed_grader_lines_and_records():
 
 def test_default_seeds_differ_per_check():
     assert default_seed("check_a") != default_seed("check_z")
+
+
+NO_TORCH_SCRIPT = """
+import sys
+sys.path[:0] = [{tests!r}, {root!r}]
+from learner_cells import run_as_notebook, verdict
+from course_tools.hidden.probes import kit
+import nbformat
+namespace = run_as_notebook({assignment!r}, {notebook!r})
+records = []
+for cell in nbformat.read({path!r}, as_version=4).cells:
+    if cell.cell_type == "code" and cell.metadata.get("nbgrader", {{}}).get("grade"):
+        kit.SINK = sink = []
+        exec(compile(cell.source, cell.id, "exec"), namespace)
+        records += sink
+print(len(records), any(r["torch_loaded"] for r in records), "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("notebook", ["1_layers", "2_mlp", "3_losses", "4_sgd", "5_batchnorm"])
+def test_numpy_notebooks_grade_without_importing_torch_in_the_kernel(notebook):
+    """The probes of a NumPy notebook, run after the reference solution in a fresh process, never load torch."""
+    import subprocess
+    import sys
+
+    from course_tools.course import REPO_ROOT
+
+    path = SOURCE_DIR / "02_numpy_library" / f"{notebook}.ipynb"
+    script = NO_TORCH_SCRIPT.format(tests=str(REPO_ROOT / "tests"), root=str(REPO_ROOT), assignment="02_numpy_library",
+                                    notebook=notebook, path=str(path))
+    run = subprocess.run([sys.executable, "-c", script], cwd=path.parent, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    count, loaded_at_probe, loaded_at_end = run.stdout.strip().split("\n")[-1].split()
+    assert int(count) == len(list(engine.hidden_calls(nbformat.read(path, as_version=4)))) > 0
+    assert loaded_at_probe == loaded_at_end == "False", run.stdout
