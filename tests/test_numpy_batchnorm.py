@@ -2,39 +2,48 @@
 
 Two levels:
 
-- direct: the grader module's checks run on learner classes built from the
-  solution cell with one plausible bug each; every bug must fail exactly the
-  checks of the behaviours it breaks (fast, no nbgrader);
-- end to end: learner-style submissions autograded by nbgrader; another
-  correct implementation (closed-form backward, einsum, np.var, in-place
-  running updates) scores full marks, bugs lose the points of the right
-  cells, and a monkeypatching cheat scores nothing.
+- in process: the notebook's graded cells (visible checks, and the hidden probes of
+  course_tools.hidden.probes.batchnorm decided by course_tools.hidden.verdicts.batchnorm
+  as grading decides) run on learner code executed as a kernel would run it; every bug
+  must fail exactly the cells of the behaviours it breaks, with the hidden verdicts alone too;
+- end to end: learner-style submissions autograded by nbgrader; another correct
+  implementation (closed-form backward, einsum, np.var, in-place running updates) scores
+  full marks, bugs lose the points of the right cells, and a monkeypatching cheat scores
+  no more than the same bug without the patches.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import re
+import subprocess
+import sys
+from typing import Any
 
 import nbformat
 import numpy as np
 import pytest
 
-from course_tools.course import SOURCE_DIR
-from course_tools.hidden import batchnorm_checks as grader
+from course_tools.course import REPO_ROOT, SOURCE_DIR
+from course_tools.hidden.probes import batchnorm as probes
+from course_tools.hidden.probes import kit
+from course_tools.hidden.verdicts import batchnorm as verdicts
+from course_tools.hidden.verdicts.engine import HiddenCall, judge
+from course_tools.hidden.verdicts.kit import Evidence, Wrong, decode
 from course_tools.submissions import learner_notebook, solution_text
+from learner_cells import LEARNER_CODE, failing, run_as_notebook
 
 ASSIGNMENT, NOTEBOOK, CLASS_CELL = "02_numpy_library", "5_batchnorm", "bn_class"
 
-#: graded cell -> the grader check it calls
-CELLS: dict[str, Callable[[dict[str, Any]], None]] = {
-    "bn_init": grader.check_init,
-    "bn_forward_train": grader.check_forward_train,
-    "bn_running_stats": grader.check_running_stats,
-    "bn_eval": grader.check_eval,
-    "bn_backward_params": grader.check_backward_params,
-    "bn_backward_input": grader.check_backward_input,
-    "bn_batch_of_one": grader.check_batch_of_one,
-    "bn_vectorised": grader.check_vectorised,
+#: graded cell -> the probe (and verdict) function of its hidden region
+CELLS: dict[str, str] = {
+    "bn_init": "check_init",
+    "bn_forward_train": "check_forward_train",
+    "bn_running_stats": "check_running_stats",
+    "bn_eval": "check_eval",
+    "bn_backward_params": "check_backward_params",
+    "bn_backward_input": "check_backward_input",
+    "bn_batch_of_one": "check_batch_of_one",
+    "bn_vectorised": "check_vectorised",
 }
 
 #: A correct implementation in another style: np.var, a ones-vector product, einsum, in-place running
@@ -164,24 +173,36 @@ def _solution() -> str:
     return solution_text(cell.source)
 
 
-def _namespace(code: str) -> dict[str, Any]:
-    """A notebook-like namespace (classes belong to __main__) after running ``code``."""
-    namespace: dict[str, Any] = {"__name__": "__main__", "np": np}
-    exec(compile(code, "<learner cell>", "exec"), namespace)
-    return namespace
+def _namespace(code: str | None) -> dict[str, Any]:
+    """The notebook's namespace after its import cells and the class cell (``code``, or the solution) ran."""
+    return run_as_notebook(ASSIGNMENT, NOTEBOOK, {CLASS_CELL: code} if code is not None else None)
 
 
-def _failed_checks(code: str) -> set[str]:
+def _failed_checks(code: str | None) -> set[str]:
+    """Graded cells (visible and hidden parts) that fail with ``code`` in the class cell."""
+    return failing(ASSIGNMENT, NOTEBOOK, _namespace(code))
+
+
+def hidden_records(namespace: dict, cell: str, seed: int | None = None) -> list[dict]:
+    """The records the hidden probe of ``cell`` publishes in ``namespace`` (the visible part is not run)."""
+    kit.SINK = records = []
+    try:
+        getattr(probes, CELLS[cell])(namespace, seed=seed)
+    finally:
+        kit.SINK = None
+    return records
+
+
+def hidden_verdict(namespace: dict, cell: str, records: list[dict], seed: int | None = None) -> str | None:
+    seed = kit.default_seed(CELLS[cell]) if seed is None else seed
+    return judge(HiddenCall("batchnorm", CELLS[cell]), records, seed, namespace.get(LEARNER_CODE, ""))
+
+
+def hidden_failures(code: str | None) -> dict[str, str]:
+    """cell -> message of every hidden check that fails with ``code``, decided as grading decides."""
     namespace = _namespace(code)
-    failed = set()
-    for cell, check in CELLS.items():
-        try:
-            check(namespace)
-        except AssertionError:
-            failed.add(cell)
-        except Exception:  # a crash of the learner's code fails the cell too
-            failed.add(cell)
-    return failed
+    messages = {cell: hidden_verdict(namespace, cell, hidden_records(namespace, cell)) for cell in CELLS}
+    return {cell: message for cell, message in messages.items() if message is not None}
 
 
 def _apply(edit: tuple[str, str]) -> str:
@@ -194,7 +215,7 @@ def _apply(edit: tuple[str, str]) -> str:
 @pytest.mark.parametrize("code", [pytest.param(None, id="reference"), pytest.param(ALTERNATIVE, id="closed-form"),
                                   pytest.param(ALTERNATIVE_SHORTCUTS, id="shortcuts")])
 def test_correct_implementations_pass_every_check(code: str | None):
-    assert _failed_checks(code or _solution()) == set()
+    assert _failed_checks(code) == set()
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -205,11 +226,155 @@ def test_each_bug_fails_exactly_its_checks(bug: str):
         assert _failed_checks(_apply(edit)) == lost
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("bug", sorted(BUGS))
+def test_the_hidden_checks_alone_charge_each_bug_to_its_cells(bug: str):
+    """The visible checks run in the kernel and can be fooled; the hidden verdicts must see every bug on their own."""
+    edit, lost = BUGS[bug]
+    assert set(hidden_failures(_apply(edit))) == lost
+
+
+def test_the_hidden_checks_pass_every_right_style():
+    for code in (None, ALTERNATIVE, ALTERNATIVE_SHORTCUTS):
+        assert hidden_failures(code) == {}
+
+
+def test_warnings_are_harmless():
+    """A right answer that warns on every call scores like one that does not."""
+    code = _solution().replace(
+        "self.Z = Z\n", "self.Z = Z\n        import warnings; warnings.warn('noisy', RuntimeWarning)\n", 1)
+    assert code != _solution()
+    assert hidden_failures(code) == {}
+
+
 def test_torch_in_the_class_scores_nothing():
     code = _solution().replace("self.M = np.mean(Z, axis=0, keepdims=True)",
                                "import torch\n        self.M = np.mean(Z, axis=0, keepdims=True)")
     assert _failed_checks(code) == set(CELLS)
 
+
+def test_a_class_taken_from_the_grader_earns_nothing():
+    """The reference layer lives outside the kernel; one imported in a test run still scores nothing."""
+    code = "from course_tools.hidden.verdicts.reference import BatchNorm1d\n"
+    assert set(hidden_failures(code)) == set(CELLS)
+    subclass = code.replace("import BatchNorm1d", "import BatchNorm1d as _Reference") + \
+        "\nclass BatchNorm1d(_Reference):\n    pass\n"
+    assert set(hidden_failures(subclass)) == set(CELLS)
+
+
+def test_a_record_drawn_from_another_seed_fails():
+    """A record made for other hidden inputs (replayed, or forged from the default seed) is not accepted."""
+    namespace = _namespace(None)
+    for cell in CELLS:
+        records = hidden_records(namespace, cell, seed=1234)
+        assert hidden_verdict(namespace, cell, records, seed=1234) is None
+        assert hidden_verdict(namespace, cell, records, seed=4321) is not None  # the seed written in the record
+        records[0]["seed"] = "4321"
+        if cell != "bn_vectorised":  # the speed cell reads no hidden value: only its times count
+            assert hidden_verdict(namespace, cell, records, seed=4321) is not None, cell
+
+
+#: passes every visible check by answering the worked examples, and nothing hidden that needs the maths
+HARD_CODED = """
+class BatchNorm1d:
+    def __init__(self, num_features, alpha=0.9):
+        self.alpha, self.eps = alpha, 1e-8
+        self.BW, self.Bb = np.ones((1, num_features)), np.zeros((1, num_features))
+        self.dLdBW, self.dLdBb = np.zeros((1, num_features)), np.zeros((1, num_features))
+        self.running_M, self.running_V = np.zeros((1, num_features)), np.ones((1, num_features))
+
+    def forward(self, Z, eval=False):
+        if Z.shape == (4, 2) and not eval:
+            self.running_M = np.array([[0.3, 5.0]]) if self.alpha == 0.9 else np.array([[1.5, 25.0]])
+            self.running_V = np.array([[1.3, 50.9]])
+            NZ = np.array([[-1.0, -1.3416408], [1.0, -0.4472136], [1.0, 0.4472136], [-1.0, 1.3416408]])
+            return self.BW * NZ + self.Bb
+        return np.zeros_like(Z) + self.Bb
+
+    def backward(self, dLdBZ):
+        self.dLdBb = np.array([[2.0, 2.0]])
+        self.dLdBW = np.array([[-2.0, 0.8944272]])
+        return np.zeros_like(dLdBZ)
+"""
+
+
+def test_hard_coded_answers_fail():
+    """Answering the visible worked examples earns nothing hidden that needs the maths."""
+    lost = set(hidden_failures(HARD_CODED))
+    assert lost == {"bn_forward_train", "bn_running_stats", "bn_eval", "bn_backward_params", "bn_backward_input",
+                    "bn_batch_of_one"}
+
+
+def test_messages_state_no_expected_number():
+    """Hidden messages name shapes, steps and indices, never a value the learner should have returned."""
+    seen = 0
+    for bug in sorted(BUGS):
+        if bug == "a Python loop over the samples":
+            continue
+        for cell, message in hidden_failures(_apply(BUGS[bug][0])).items():
+            numbers = [float(n) for n in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", message)]
+            runs = probes.cases_running_stats(kit.rng(kit.default_seed(CELLS[cell])))
+            allowed = {run.alpha for run in runs} if cell == "bn_running_stats" else set()  # named in the call
+            for number in numbers:
+                assert number in allowed, (bug, cell, message)
+            seen += 1
+    assert seen >= 10
+
+
+def _means_the_same(encoded: dict, other: dict) -> bool:
+    try:
+        return bool(np.all(decode(encoded) == decode(other)))
+    except Exception:  # noqa: BLE001 (arrays of other shapes, exceptions: not the same)
+        return False
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_verdicts_refuse_garbled_records_without_crashing(cell: str):
+    namespace = _namespace(None)
+    record, code = hidden_records(namespace, cell)[0], namespace[LEARNER_CODE]
+    check = getattr(verdicts, CELLS[cell])
+    check(Evidence(record["behaviour"], int(record["seed"]), record["items"], code))
+    refused, passed = 0, set()
+    for key in record["items"]:
+        for garbled in (None, {"str": "x"}, {"list": []}, {"object": "thing"}, {"raised": "KeyError: 'x'"},
+                        {"float": "nan", "type": "float"}):
+            if garbled is not None and _means_the_same(garbled, record["items"][key]):
+                continue
+            items = dict(record["items"])
+            if garbled is None:
+                del items[key]
+            else:
+                items[key] = garbled
+            try:
+                check(Evidence(record["behaviour"], int(record["seed"]), items, code))
+            except Wrong:
+                refused += 1
+            else:
+                passed.add(key)
+    # only the definition record may go (the class statement in the submitted code decides), and
+    # where dLdZ is judged, what forward returned (bn_forward_train judges it)
+    ignorable = ("defined:", "out:") if cell == "bn_backward_input" else ("defined:",)
+    assert all(key.startswith(ignorable) for key in passed), sorted(passed)
+    assert refused > 0
+
+
+def test_probes_hold_no_torch():
+    """The probe runs in the kernel: it must work without importing PyTorch."""
+    script = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from learner_cells import run_as_notebook\n"
+        "from course_tools.hidden.probes import kit, batchnorm\n"
+        "namespace = run_as_notebook('02_numpy_library', '5_batchnorm')\n"
+        "kit.SINK = records = []\n"
+        f"for check in {list(CELLS.values())!r}:\n"
+        "    getattr(batchnorm, check)(namespace)\n"
+        "assert len(records) == 8 and not any(r['torch_loaded'] for r in records), records\n"
+        "assert 'torch' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+# --- through nbgrader ------------------------------------------------------------------------------
 
 def _cells(scores: dict[str, Any]) -> dict[str, tuple[float, float]]:
     return scores["notebooks"][NOTEBOOK]["cells"]
@@ -246,12 +411,25 @@ def test_bugs_lose_the_points_of_their_cells(bugs: tuple[str, ...], grading):
     assert all(_cells(scores)[cell][0] == 0 for cell in lost)
 
 
-def test_monkeypatching_cheat_scores_nothing(grading):
-    edit, _ = BUGS["unbiased variance"]
-    cheat = _apply(edit) + (
-        "\n\nnp.allclose = lambda *args, **kwargs: True"
-        "\ncheck_close = lambda *args, **kwargs: None"
-        "\ncheck_shape = lambda *args, **kwargs: None\n")
-    nb = learner_notebook(ASSIGNMENT, NOTEBOOK, {CLASS_CELL: (_solution(), cheat)}, release_dir=grading.release_dir)
+PATCHES = """
+
+import builtins
+import math
+import numpy.testing
+np.allclose = np.isclose = np.array_equal = lambda *args, **kwargs: True
+numpy.testing.assert_allclose = lambda *args, **kwargs: None
+math.isclose = lambda *args, **kwargs: True
+builtins.abs = lambda x: 0
+check_close = lambda *args, **kwargs: None
+check_shape = lambda *args, **kwargs: None
+"""
+
+
+def test_monkeypatching_cheat_scores_no_more_than_the_honest_bug(grading):
+    """The patches may fool the visible checks in the kernel; the hidden verdicts decide outside it."""
+    edit, lost = BUGS["unbiased variance"]
+    nb = learner_notebook(ASSIGNMENT, NOTEBOOK, {CLASS_CELL: (_solution(), _apply(edit) + PATCHES)},
+                          release_dir=grading.release_dir)
     scores = _grade(grading, "bn_cheat", nb)
-    assert scores["notebooks"][NOTEBOOK]["score"] == 0
+    assert _lost(scores) == lost
+    assert scores["notebooks"][NOTEBOOK]["score"] == 20 - sum(_cells(scores)[cell][1] for cell in lost)

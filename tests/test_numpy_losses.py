@@ -1,21 +1,30 @@
 """Hidden tests of 02_numpy_library/3_losses: any right style scores, each bug costs its own cells, cheats fail.
 
-Fast checks run the notebook's graded cells (visible checks and hidden tests,
-which call course_tools.hidden.losses_checks) in this process on learner code
-executed as a kernel would run it. Two submissions go through the real
-nbgrader pipeline: alternative right answers (full marks), and specific bugs
-(the right cells lost) next to a monkeypatching cheat in the SGD notebook
-(nothing scored there).
+Fast checks run the notebook's graded cells (visible checks, and the hidden
+probes of course_tools.hidden.probes.losses decided by
+course_tools.hidden.verdicts.losses as grading decides) in this process on
+learner code executed as a kernel would run it. Two submissions go through the
+real nbgrader pipeline: alternative right answers (full marks), and specific
+bugs wrapped in monkeypatching (the same cells lost as without the patches).
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from course_tools.hidden import losses_checks
-from learner_cells import (assert_refused_while_patched, failing, reference_code, run_as_notebook, submission,
-                           whole_cell)
+from course_tools.course import REPO_ROOT
+from course_tools.hidden.probes import kit
+from course_tools.hidden.probes import losses as probes
+from course_tools.hidden.verdicts import losses as verdicts
+from course_tools.hidden.verdicts.engine import HiddenCall, judge
+from course_tools.hidden.verdicts.kit import Evidence, Wrong, decode
+from course_tools.submissions import learner_notebook
+from learner_cells import LEARNER_CODE, failing, reference_code, run_as_notebook, whole_cell
 
 ASSIGNMENT = "02_numpy_library"
 NOTEBOOK = "3_losses"
@@ -130,40 +139,235 @@ def test_each_bug_fails_exactly_its_cells(bug: str):
     assert failing_cells(**{cell[:-6]: code.replace(find, replace)}) == expected
 
 
-def test_patched_numpy_is_refused():
-    assert_refused_while_patched(losses_checks, CELLS, run_as_notebook(ASSIGNMENT, NOTEBOOK), np, "allclose")
+def with_bug(bug: str) -> tuple[str, str]:
+    """(answer cell, code) of the reference solution with ``bug``."""
+    cell, (find, replace, _) = ("mse_class", MSE_BUGS[bug]) if bug in MSE_BUGS else ("ce_class", CE_BUGS[bug])
+    return cell, reference(cell).replace(find, replace)
+
+
+SPEED_BUGS = {"loops over samples", "loops over samples in backward"}
+
+
+def hidden_records(namespace: dict, cell: str, seed: int | None = None) -> list[dict]:
+    """The records the hidden probe of ``cell`` publishes in ``namespace`` (the visible part is not run)."""
+    kit.SINK = records = []
+    try:
+        getattr(probes, f"check_{cell}")(namespace, seed=seed)
+    finally:
+        kit.SINK = None
+    return records
+
+
+def hidden_verdict(namespace: dict, cell: str, records: list[dict], seed: int | None = None) -> str | None:
+    seed = kit.default_seed(f"check_{cell}") if seed is None else seed
+    return judge(HiddenCall("losses", f"check_{cell}"), records, seed, namespace.get(LEARNER_CODE, ""))
+
+
+def hidden_failures(answers: dict[str, str] | None = None) -> dict[str, str]:
+    """cell -> message of every hidden check that fails with ``answers``, decided as grading decides."""
+    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK, answers)
+    messages = {cell: hidden_verdict(namespace, cell, hidden_records(namespace, cell)) for cell in CELLS}
+    return {cell: message for cell, message in messages.items() if message is not None}
+
+
+@pytest.mark.parametrize("bug", list(MSE_BUGS) + list(CE_BUGS))
+def test_the_hidden_checks_alone_charge_each_bug_to_its_cells(bug: str):
+    """The visible checks run in the kernel and can be fooled; the hidden verdicts must see every bug on their own."""
+    cell, code = with_bug(bug)
+    expected = (MSE_BUGS.get(bug) or CE_BUGS[bug])[2]
+    assert set(hidden_failures({cell: code})) == expected
+
+
+def test_the_hidden_checks_pass_every_right_style():
+    assert hidden_failures() == {}
+    assert hidden_failures({"mse_class": MSE_MEAN, "ce_class": CE_SCIPY_EINSUM}) == {}
+    assert hidden_failures({"mse_class": MSE_ONES_VECTORS, "ce_class": CE_ONES_VECTORS}) == {}
+
+
+def test_warnings_are_harmless():
+    """A right answer that warns (here: on every call) scores like one that does not."""
+    noisy = reference("ce_class").replace(
+        "self.A = A\n", "self.A = A\n        import warnings; warnings.warn('noisy', RuntimeWarning)\n", 1)
+    assert noisy != reference("ce_class")
+    assert hidden_failures({"ce_class": noisy}) == {}
+
+
+def test_a_missing_backward_costs_the_backward_cell_only():
+    """ce_stable judges backward on huge logits only when backward is right on ordinary ones."""
+    code = reference("ce_class").replace("return (self.S - self.Y) / N", "raise NotImplementedError")
+    assert set(hidden_failures({"ce_class": code})) == {"ce_backward"}
+    wrong = reference("ce_class").replace("return (self.S - self.Y) / N", "return self.S - self.Y")
+    assert set(hidden_failures({"ce_class": wrong})) == {"ce_backward"}
+
+
+def test_a_backward_that_is_only_unstable_costs_the_stability_cell():
+    code = reference("ce_class").replace(
+        "return (self.S - self.Y) / N",
+        "E = np.exp(self.A)\n        return (E / E.sum(axis=1, keepdims=True) - self.Y) / N")
+    assert set(hidden_failures({"ce_class": code})) == {"ce_stable"}
+
+
+def test_a_class_taken_from_the_grader_earns_nothing():
+    """The reference losses live outside the kernel; ones imported in a test run still score nothing."""
+    answers = {"mse_class": "from course_tools.hidden.verdicts.reference import MSELoss\n",
+               "ce_class": "from course_tools.hidden.verdicts.reference import CrossEntropyLoss\n"}
+    assert set(hidden_failures(answers)) == set(CELLS)
+    subclass = {}
+    for cell, name in (("mse_class", "MSELoss"), ("ce_class", "CrossEntropyLoss")):
+        subclass[cell] = answers[cell].replace(f"import {name}", f"import {name} as _Reference") + \
+            f"\nclass {name}(_Reference):\n    pass\n"
+    assert set(hidden_failures(subclass)) == set(CELLS)
+
+
+def test_torch_in_the_class_scores_nothing():
+    answers = {"mse_class": reference("mse_class").replace("SSE = np.sum(SE)",
+                                                           "import torch\n        SSE = np.sum(SE)"),
+               "ce_class": reference("ce_class").replace("H = np.sum(", "import torch\n        H = np.sum(")}
+    assert set(hidden_failures(answers)) == set(CELLS)
+
+
+def test_a_record_drawn_from_another_seed_fails():
+    """A record made for other hidden inputs (replayed, or forged from the default seed) is not accepted."""
+    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK)
+    for cell in CELLS:
+        records = hidden_records(namespace, cell, seed=1234)
+        assert hidden_verdict(namespace, cell, records, seed=1234) is None
+        assert hidden_verdict(namespace, cell, records, seed=4321) is not None  # the seed written in the record
+        records[0]["seed"] = "4321"
+        assert hidden_verdict(namespace, cell, records, seed=4321) is not None, cell
+
+
+HARD_CODED = """
+class MSELoss:
+    def forward(self, A, Y):
+        self.A, self.Y = A, Y
+        return 3.25
+
+    def backward(self):
+        return np.array([[0.0, 1.0], [1.5, 0.0]])
+"""
+
+
+def test_hard_coded_answers_fail():
+    """Returning the visible worked example's values passes the visible checks and nothing hidden."""
+    assert failing_cells(mse=HARD_CODED) == {"mse_forward", "mse_backward"}
+
+
+def test_messages_state_no_expected_number():
+    """Hidden messages name shapes, indices and input sizes, never a value the learner should have returned."""
+    seen = 0
+    for bug in set(MSE_BUGS) | set(CE_BUGS):
+        if bug in SPEED_BUGS:
+            continue
+        cell, code = with_bug(bug)
+        for check, message in hidden_failures({cell: code}).items():
+            case = getattr(probes, f"cases_{check}")(kit.rng(kit.default_seed(f"check_{check}")))
+            batches = list(getattr(case, "batches", ())) + list(getattr(case, "extreme", ()))
+            kind = "mse" if check.startswith("mse") else "ce"
+            expected = []
+            for A, Y in batches:
+                value, grad = verdicts.torch_loss(kind, A, Y)
+                expected += [value, *grad.ravel()]
+            expected = np.array([e for e in expected if abs(e) > 1e-6])
+            for number in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", message):
+                assert not np.any(np.isclose(float(number), expected, rtol=1e-3, atol=0)), (bug, message)
+            seen += 1
+    assert seen >= 8
+
+
+def _means_the_same(encoded: dict, other: dict) -> bool:
+    try:
+        return bool(np.all(decode(encoded) == decode(other)))
+    except Exception:  # noqa: BLE001 (arrays of other shapes, exceptions: not the same)
+        return False
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_verdicts_refuse_garbled_records_without_crashing(cell: str):
+    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK)
+    record, code = hidden_records(namespace, cell)[0], namespace[LEARNER_CODE]
+    check = getattr(verdicts, f"check_{cell}")
+    check(Evidence(record["behaviour"], int(record["seed"]), record["items"], code))
+    refused, passed = 0, set()
+    for key in record["items"]:
+        for garbled in (None, {"str": "x"}, {"list": []}, {"object": "thing"}, {"raised": "KeyError: 'x'"},
+                        {"float": "nan", "type": "float"}):
+            if garbled is not None and _means_the_same(garbled, record["items"][key]):
+                continue
+            items = dict(record["items"])
+            if garbled is None:
+                del items[key]
+            else:
+                items[key] = garbled
+            try:
+                check(Evidence(record["behaviour"], int(record["seed"]), items, code))
+            except Wrong:
+                refused += 1
+            else:
+                passed.add(key)
+    # a verdict may ignore only: the definition record (the class statement in the code decides);
+    # in backward cells, what forward returned (the forward cells judge it); in ce_stable, the inputs
+    # after forward and, when the garbled item makes the gate on ordinary logits fail, backward
+    ignorable = {"defined:"} | ({"value:", "inputs:"} if "backward" in cell else set()) \
+        | ({"inputs:"} if cell == "ce_stable" else set())
+    assert all(key.startswith(tuple(ignorable)) or key.endswith(":ordinary") for key in passed), sorted(passed)
+    assert refused > 0
+
+
+def test_probes_hold_no_torch():
+    """The probe runs in the kernel: it must work without importing PyTorch."""
+    script = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from learner_cells import run_as_notebook\n"
+        "from course_tools.hidden.probes import kit, losses\n"
+        "namespace = run_as_notebook('02_numpy_library', '3_losses')\n"
+        "kit.SINK = records = []\n"
+        f"for cell in {CELLS!r}:\n"
+        "    getattr(losses, f'check_{cell}')(namespace)\n"
+        "assert len(records) == 5 and not any(r['torch_loaded'] for r in records), records\n"
+        "assert 'torch' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 # --- through nbgrader ------------------------------------------------------------------------------
 
-CHEATING_SGD = """
-class SGD:
-    def __init__(self, model, lr=0.1, momentum=0):
-        pass
-
-    def step(self):
-        pass
+PATCHES = """
 
 import builtins
-np.allclose = lambda *args, **kwargs: True
+import math
+import numpy.testing
+np.allclose = np.isclose = np.array_equal = lambda *args, **kwargs: True
+np.isfinite = lambda *args, **kwargs: True
+numpy.testing.assert_allclose = lambda *args, **kwargs: None
+math.isclose = lambda *args, **kwargs: True
 builtins.abs = lambda x: 0
+check_close = check_scalar = lambda *args, **kwargs: None
 """
 
 
+def _grade(grading, student: str, edits: dict[str, tuple[str, str]]) -> dict:
+    """Autograde a submission that holds only this notebook (it imports none of its siblings)."""
+    nb = learner_notebook(ASSIGNMENT, NOTEBOOK, edits, release_dir=grading.release_dir)
+    return grading.grade(student, ASSIGNMENT, {NOTEBOOK: nb})["notebooks"][NOTEBOOK]
+
+
 def test_nbgrader_gives_alternatives_full_marks(grading):
-    edits = {"3_losses": {"mse_class": whole_cell(ASSIGNMENT, "3_losses", "mse_class", MSE_ONES_VECTORS),
-                          "ce_class": whole_cell(ASSIGNMENT, "3_losses", "ce_class", CE_SCIPY_EINSUM)}}
-    scores = grading.grade("losses_alternatives", ASSIGNMENT, submission(grading, ASSIGNMENT, edits))
-    scores = scores["notebooks"]["3_losses"]
+    edits = {"mse_class": whole_cell(ASSIGNMENT, NOTEBOOK, "mse_class", MSE_ONES_VECTORS),
+             "ce_class": whole_cell(ASSIGNMENT, NOTEBOOK, "ce_class", CE_SCIPY_EINSUM)}
+    scores = _grade(grading, "losses_alternatives", edits)
     assert scores["score"] == scores["max_score"] == 10, scores["cells"]
 
 
-def test_nbgrader_charges_each_bug_to_its_cells_and_refuses_a_cheat(grading):
+def test_nbgrader_charges_bugs_to_their_cells_even_under_monkeypatching(grading):
+    """The patches may fool the visible checks in the kernel; the cheat scores what the honest bugs score."""
     mse_find, mse_replace, _ = MSE_BUGS["divides by N only"]
     ce_find, ce_replace, _ = CE_BUGS["logs an underflowed softmax"]
-    edits = {"3_losses": {"mse_class": (mse_find, mse_replace), "ce_class": (ce_find, ce_replace)},
-             "4_sgd": {"sgd_class": whole_cell(ASSIGNMENT, "4_sgd", "sgd_class", CHEATING_SGD)}}
-    scores = grading.grade("losses_bugs", ASSIGNMENT, submission(grading, ASSIGNMENT, edits))["notebooks"]
-    cells = {cell: score for cell, (score, _) in scores["3_losses"]["cells"].items() if cell in CELLS}
+    honest = {"mse_class": reference("mse_class").replace(mse_find, mse_replace),
+              "ce_class": reference("ce_class").replace(ce_find, ce_replace)}
+    assert failing_cells(honest["mse_class"], honest["ce_class"]) == {"mse_forward", "ce_stable"}
+    edits = {cell: whole_cell(ASSIGNMENT, NOTEBOOK, cell, code + (PATCHES if cell == "ce_class" else ""))
+             for cell, code in honest.items()}
+    scores = _grade(grading, "losses_bugs", edits)
+    cells = {cell: score for cell, (score, _) in scores["cells"].items() if cell in CELLS}
     assert cells == {"mse_forward": 0, "mse_backward": 2, "ce_forward": 2, "ce_stable": 0, "ce_backward": 2}
-    assert scores["4_sgd"]["score"] == 0, scores["4_sgd"]["cells"]

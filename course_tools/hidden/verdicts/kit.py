@@ -256,6 +256,8 @@ def vectorised(what: str, learner_seconds: float, calibration_seconds: float, *,
     few whole-array operations on the same input (no reference implementation is needed for
     that); ``ratio`` is generous, since a Python loop over the elements is hundreds of times slower.
     """
+    if not (np.isfinite(calibration_seconds) and calibration_seconds > 0):
+        raise Wrong(f"{what}: the timing record is malformed (was grading code replaced?)")
     if not np.isfinite(learner_seconds) or learner_seconds > ratio * calibration_seconds + slack:
         raise Wrong(f"{what} took {learner_seconds:.3f} s where whole-array NumPy code needs about "
                     f"{calibration_seconds:.4f} s: replace Python loops over samples or features by whole-array "
