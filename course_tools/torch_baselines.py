@@ -4,11 +4,13 @@ Each run executes a *source* notebook (solutions and hidden tests included)
 top to bottom in a fresh kernel, in a copy of its assignment folder, after
 applying a variant's edits and the seed, and reports:
 
-- the score every graded cell would get (full points when it raises nothing
-  and writes nothing to stderr beyond the warnings nbgrader is configured to
-  ignore, 0 otherwise), which is how nbgrader scores the same cells;
-- the grader's numbers (held-out MSE, test-set accuracy, ...) from the hidden
-  test modules, printed by a cell appended to the executed copy only;
+- the score every graded cell would get: the hidden cells' records (display
+  outputs of the executed copy, which runs with each cell's default seed) are
+  judged by :func:`course_tools.hidden.verdicts.engine.decide_notebook`, as in
+  grading, and a cell gets full points when it then holds no error and writes
+  nothing to stderr beyond the warnings nbgrader is configured to ignore;
+- the grader's numbers (held-out MSE, test-set accuracy, ...), computed by the
+  verdict module's ``metrics`` from the same records, outside the kernel;
 - the wall time of the whole notebook and of its training cell, and their CPU
   time (process time of the kernel: on a busy machine wall times grow, while
   CPU time stays close to what an idle machine takes).
@@ -25,6 +27,7 @@ learner running the notebook. Examples::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import re
@@ -41,11 +44,15 @@ import nbformat
 
 from course_tools.course import SOURCE_DIR, load_config
 from course_tools.execute import kernel_environment, run_notebook
+from course_tools.hidden.probes.kit import RECORD_MIME, default_seed
+from course_tools.hidden.verdicts.engine import decide_notebook, hidden_calls
+from course_tools.hidden.verdicts.kit import Evidence
 from course_tools.submissions import Edits
 
 REGRESSION, CLASSIFICATION = "03_torch_regression", "04_torch_classification"
 NOTEBOOK = {REGRESSION: "torch_regression", CLASSIFICATION: "torch_classification"}
-CHECKS = {REGRESSION: "torch_regression_checks", CLASSIFICATION: "torch_classification_checks"}
+#: The verdict module of each notebook (its ``metrics`` gives the reported numbers).
+VERDICTS = {REGRESSION: "torch_regression", CLASSIFICATION: "torch_classification"}
 #: The cell that trains the graded model, timed separately.
 TRAINING_CELL = {REGRESSION: "training_run", CLASSIFICATION: "answer_training"}
 SEED_LINE = "SEED = 0"
@@ -138,7 +145,7 @@ def apply_edits(nb: Any, edits: Edits, *, seed: int) -> Any:
 
 
 def _instrument(nb: Any, assignment: str) -> None:
-    """Time the training cell's CPU use and append the cell that prints the grader's numbers."""
+    """Time the training cell's CPU use and append the cell that prints it (and the kernel's CPU time)."""
     index = next(i for i, c in enumerate(nb.cells) if c.get("id") == TRAINING_CELL[assignment])
     nb.cells.insert(index + 1, nbformat.v4.new_code_cell(
         "_baseline_cpu = __import__('time').process_time() - _baseline_cpu", id="baseline_cpu_after"))
@@ -146,9 +153,7 @@ def _instrument(nb: Any, assignment: str) -> None:
         "_baseline_cpu = __import__('time').process_time()", id="baseline_cpu_before"))
     nb.cells.append(nbformat.v4.new_code_cell(
         "import json as _json\n"
-        f"from course_tools.hidden import {CHECKS[assignment]} as _grader\n"
-        "_numbers = dict(_grader.metrics(globals()), training_cpu_seconds=_baseline_cpu,\n"
-        "                kernel_cpu_seconds=__import__('time').process_time())\n"
+        "_numbers = dict(training_cpu_seconds=_baseline_cpu, kernel_cpu_seconds=__import__('time').process_time())\n"
         f"print({METRICS_MARKER!r} + _json.dumps(_numbers))",
         id="baseline_metrics"))
 
@@ -162,8 +167,32 @@ def _cell_seconds(cell: Any) -> float:
     return (parse(end) - parse(start)).total_seconds()
 
 
+def evidence_of(nb: Any) -> dict[str, Evidence]:
+    """behaviour -> the evidence of its record, for every hidden cell of an executed, unseeded notebook.
+
+    Read before :func:`decide_notebook` takes the records out of the outputs.
+    """
+    found: dict[str, Evidence] = {}
+    calls = {grade_id: call for grade_id, call in hidden_calls(nb)}
+    for cell in nb.cells:
+        call = calls.get(cell.get("metadata", {}).get("nbgrader", {}).get("grade_id"))
+        if call is None:
+            continue
+        for out in cell.get("outputs", []):
+            record = (out.get("data") or {}).get(RECORD_MIME)
+            if isinstance(record, dict) and isinstance(record.get("items"), dict):
+                found[call.check] = Evidence(call.check, default_seed(call.check), record["items"])
+    return found
+
+
+def grader_metrics(assignment: str, evidence: dict[str, Evidence]) -> dict[str, float]:
+    """The verdict module's numbers (held-out MSE, test accuracy, ...) of one run's records."""
+    verdicts = importlib.import_module(f"course_tools.hidden.verdicts.{VERDICTS[assignment]}")
+    return verdicts.metrics(evidence)
+
+
 def score_cells(nb: Any, ignore_pattern: str) -> dict[str, tuple[float, float]]:
-    """grade_id -> (points earned, points) of every graded code cell of an executed notebook."""
+    """grade_id -> (points earned, points) of every graded code cell of an executed notebook, once judged."""
     ignore = re.compile(ignore_pattern)
     cells = {}
     for cell in nb.cells:
@@ -197,12 +226,13 @@ def run_variant(assignment: str, variant: str = "reference", *, seed: int = 0, m
         nbformat.write(nb, path)
         execution = run_notebook(path, timeout=timeout, env=kernel_environment(**extra))
     executed = execution.notebook
+    metrics: dict[str, float] = grader_metrics(assignment, evidence_of(executed))
+    decide_notebook(executed)
     cells = score_cells(executed, load_config().IgnorePattern.pattern)
-    metrics: dict[str, float] = {}
     for out in executed.cells[-1].get("outputs", []):
         for line in out.get("text", "").splitlines():
             if line.startswith(METRICS_MARKER):
-                metrics = json.loads(line[len(METRICS_MARKER):])
+                metrics.update(json.loads(line[len(METRICS_MARKER):]))
     training = next(c for c in executed.cells if c.get("id") == TRAINING_CELL[assignment])
     return Run(assignment, variant, seed, mode, sum(c[0] for c in cells.values()), sum(c[1] for c in cells.values()),
                cells, metrics, execution.seconds, _cell_seconds(training), execution.problems())

@@ -2,11 +2,13 @@
 
 - The committed MNIST files match their pinned digests; the test split shares
   no image with the training split and appears nowhere learners get files
-  from (``source/``, ``release/``, ``mytorch_lib/``), compared image by image.
-- The grader module (course_tools.hidden.torch_classification_checks) runs in
-  this process on the notebook's own cells: the reference solution reaches
-  90 % with margin for 5 seeds in the grading configuration, a model trained
-  for ten steps gets partial credit, and classic slips cost their own cell.
+  from (``source/``, ``release/``, ``mytorch_lib/``), compared image by image;
+  its labels are kept apart from its images, outside what the grading sandbox mounts.
+- Each hidden region's probe runs in this process on the notebook's own cells and
+  its record is judged by course_tools.hidden.verdicts.torch_classification, as in
+  grading: the reference solution reaches 90 % with margin for 5 seeds in the
+  grading configuration, a model trained for ten steps gets partial credit, and
+  classic slips cost their own cell. Tampered records fail.
 - One weak submission (a single training step) goes through nbgrader.
 """
 
@@ -29,11 +31,14 @@ import torch
 
 from course_tools import mnist_data
 from course_tools.course import RELEASE_DIR, REPO_ROOT, SOURCE_DIR
-from course_tools.hidden import torch_classification_checks as checks
+from course_tools.hidden.probes import torch_classification as probes
+from course_tools.hidden.probes.kit import encode, rng
+from course_tools.hidden.verdicts import torch_classification as checks
+from course_tools.hidden.verdicts.kit import Evidence
 from course_tools.sandbox import COURSE_READ_ONLY
 from course_tools.torch_baselines import CLASSIFICATION, VARIANTS, apply_edits
 from learner_cells import reference_code
-from torch_cells import exec_cells, grade_variant
+from torch_cells import evidence, exec_cells, grade_variant, hidden_verdict, judged
 
 NOTEBOOK = "torch_classification"
 ANSWERS = ("answer_build_model", "answer_accuracy", "answer_training", "answer_save")
@@ -89,33 +94,57 @@ def shipped_image_hashes(*roots: Path) -> set[str]:
     return found
 
 
+def _test_split() -> tuple[np.ndarray, np.ndarray]:
+    with np.load(mnist_data.TEST_IMAGES_FILE, allow_pickle=False) as images, \
+            np.load(mnist_data.TEST_LABELS_FILE, allow_pickle=False) as labels:
+        assert images.files == ["images"] and labels.files == ["labels"], "images and labels are kept apart"
+        return images["images"], labels["labels"]
+
+
 def test_committed_data_match_pinned_digests():
-    for name, path, size in (("train", mnist_data.TRAIN_FILE, 8000), ("test", mnist_data.TEST_FILE, 2000)):
-        images, labels = _load(path)
-        assert images.shape == (size, 28, 28) and images.dtype == np.uint8
-        assert labels.shape == (size,) and labels.dtype == np.int64
-        assert mnist_data.array_digest(images, labels) == mnist_data.DIGESTS[name], (
-            f"{path} changed: rebuild it with `python -m course_tools.mnist_data` (see DATA.md)")
-    train_counts = np.bincount(_load(mnist_data.TRAIN_FILE)[1], minlength=10)
-    test_counts = np.bincount(_load(mnist_data.TEST_FILE)[1], minlength=10)
+    images, labels = _load(mnist_data.TRAIN_FILE)
+    test_images, test_labels = _test_split()
+    for name, (imgs, labs), size in (("train", (images, labels), 8000), ("test", (test_images, test_labels), 2000)):
+        assert imgs.shape == (size, 28, 28) and imgs.dtype == np.uint8
+        assert labs.shape == (size,) and labs.dtype == np.int64
+    problem = "changed: rebuild it with `python -m course_tools.mnist_data` (see DATA.md)"
+    assert mnist_data.array_digest(images, labels) == mnist_data.DIGESTS["train"], f"{mnist_data.TRAIN_FILE} {problem}"
+    assert mnist_data.array_digest(test_images) == mnist_data.DIGESTS["test_images"], f"test images {problem}"
+    assert mnist_data.array_digest(labels=test_labels) == mnist_data.DIGESTS["test_labels"], f"test labels {problem}"
+    for name, path in mnist_data.FILES.items():
+        assert mnist_data.file_digest(path.read_bytes())[0] == mnist_data.DIGESTS[name]
+    train_counts = np.bincount(labels, minlength=10)
+    test_counts = np.bincount(test_labels, minlength=10)
     assert np.all(np.abs(test_counts / (train_counts + test_counts) - 0.2) < 0.01), "the split is stratified 80/20"
 
 
+def test_test_labels_stay_outside_the_grading_sandbox():
+    """The kernel may read the test images (the model must run on them), never their labels."""
+    mounted = [REPO_ROOT / part for part in COURSE_READ_ONLY]
+    assert any(mnist_data.TEST_IMAGES_FILE.is_relative_to(p) for p in mounted)
+    assert not any(mnist_data.TEST_LABELS_FILE.is_relative_to(p) for p in mounted)
+    labels = mnist_data.TEST_LABELS_FILE.read_bytes()
+    for part in mounted:
+        for path in (part.rglob("*") if part.is_dir() else [part]):
+            assert not (path.is_file() and path.read_bytes() == labels), f"{path} is a copy of the test labels"
+
+
 def test_test_split_shares_no_image_with_training_split():
-    assert not _image_hashes(_load(mnist_data.TEST_FILE)[0]) & _image_hashes(_load(mnist_data.TRAIN_FILE)[0])
+    assert not _image_hashes(_test_split()[0]) & _image_hashes(_load(mnist_data.TRAIN_FILE)[0])
 
 
 def test_test_split_is_never_shipped_to_learners():
-    test_hashes = _image_hashes(_load(mnist_data.TEST_FILE)[0])
+    test_hashes = _image_hashes(_test_split()[0])
     shipped = shipped_image_hashes(SOURCE_DIR, RELEASE_DIR, REPO_ROOT / "mytorch_lib")
     # the scan does find images: every training image is shipped with the release
     assert _image_hashes(_load(RELEASE_DIR / CLASSIFICATION / "mnist_train.npz")[0]) <= shipped
     leaked = test_hashes & shipped
     assert not leaked, f"{len(leaked)} grader-only test images are in source/, release/ or mytorch_lib/"
-    test_bytes = mnist_data.TEST_FILE.read_bytes()
-    for root in (SOURCE_DIR, RELEASE_DIR, REPO_ROOT / "mytorch_lib"):
-        for path in root.rglob("*"):
-            assert not (path.is_file() and path.read_bytes() == test_bytes), f"{path} is a copy of the test split"
+    for test_file in (mnist_data.TEST_IMAGES_FILE, mnist_data.TEST_LABELS_FILE):
+        test_bytes = test_file.read_bytes()
+        for root in (SOURCE_DIR, RELEASE_DIR, REPO_ROOT / "mytorch_lib"):
+            for path in root.rglob("*"):
+                assert not (path.is_file() and path.read_bytes() == test_bytes), f"{path} is a copy of {test_file.name}"
 
 
 def test_split_is_stratified_deterministic_and_keeps_duplicates_in_training():
@@ -181,23 +210,27 @@ def trained(tmp_path_factory) -> dict:
     return namespace
 
 
+CELLS = ("test_build_model", "test_accuracy_function", "test_saved_model", "test_predictions", "test_val_accuracy")
+TIERS = {threshold: f"test_accuracy_{round(100 * threshold)}" for threshold in checks.THRESHOLDS}
+
+
+def hidden(grade_id: str, namespace: dict, seed: int | None = None) -> str | None:
+    return hidden_verdict(CLASSIFICATION, grade_id, namespace, seed)
+
+
 def passed_tiers(ns: dict) -> list[float]:
-    passed = []
-    for threshold in checks.THRESHOLDS:
-        try:
-            checks.check_test_accuracy(ns, threshold)
-        except AssertionError:
-            continue
-        passed.append(threshold)
-    return passed
+    return [threshold for threshold, cell in TIERS.items() if hidden(cell, ns) is None]
+
+
+def measured_test_accuracy(ns: dict) -> float:
+    return checks.test_accuracy(evidence(CLASSIFICATION, TIERS[0.9], ns))
 
 
 def assert_reference_passes(ns: dict) -> None:
-    for check in (checks.check_build_model, checks.check_accuracy_function, checks.check_saved_model,
-                  checks.check_predictions, checks.check_val_accuracy):
-        check(ns)
+    for cell in CELLS:
+        assert hidden(cell, ns) is None, cell
     assert passed_tiers(ns) == list(checks.THRESHOLDS)
-    assert checks.hidden_test_accuracy(ns["model"]) >= 0.93
+    assert measured_test_accuracy(ns) >= 0.93
 
 
 def test_reference_reaches_90_percent_with_margin(trained, monkeypatch):
@@ -215,14 +248,14 @@ def test_undertrained_models_lose_accuracy_points(variant, expected_tiers, in_as
     (grade_id, (find, replace)), = VARIANTS[CLASSIFICATION][variant].edits.items()
     code = reference_code(CLASSIFICATION, NOTEBOOK, grade_id).replace(find, replace)
     ns = run_notebook_cells(in_assignment_folder, 0, **{grade_id: code})
-    checks.check_saved_model(ns)  # saving and reporting are still right
-    checks.check_val_accuracy(ns)
+    assert hidden("test_saved_model", ns) is None  # saving and reporting are still right
+    assert hidden("test_val_accuracy", ns) is None
     passed = len(passed_tiers(ns))
     if expected_tiers == "partial":
         assert 0 < passed < len(checks.THRESHOLDS)
     else:
         assert passed == expected_tiers
-    assert checks.hidden_test_accuracy(ns["model"]) < 0.90
+    assert measured_test_accuracy(ns) < 0.90
 
 
 @pytest.mark.parametrize("find, replace, message", [
@@ -230,54 +263,126 @@ def test_undertrained_models_lose_accuracy_points(variant, expected_tiers, in_as
     (".float().mean().item()", ".float().mean()", "tensor"),
     ("    model.eval()\n    with torch.no_grad():\n        predicted = model(X).argmax(dim=1)",
      "    predicted = model(X).argmax(dim=1)\n    model(X).sum().backward()", "gradients"),
-], ids=["percent", "tensor", "gradients"])
+    ("return (predicted == y).float().mean().item()", "return (predicted == y).float().sum().item()", "fraction of images"),
+    ("return (predicted == y).float().mean().item()", "return (predicted[:100] == y[:100]).float().mean().item()",
+     "fraction of images"),
+], ids=["percent", "tensor", "gradients", "count", "first_hundred"])
 def test_accuracy_slips(find, replace, message):
     code = reference_code(CLASSIFICATION, NOTEBOOK, "answer_accuracy")
     assert find in code
-    with pytest.raises(AssertionError, match=message):
-        checks.check_accuracy_function(exec_cells("import torch\nfrom torch import nn", code.replace(find, replace)))
+    got = hidden("test_accuracy_function", exec_cells("import torch\nfrom torch import nn", code.replace(find, replace)))
+    assert message in (got or ""), got
 
 
-@pytest.mark.parametrize("find, replace, check, message", [
+def test_accuracy_passes_for_other_seeds():
+    ns = exec_cells("import torch\nfrom torch import nn", reference_code(CLASSIFICATION, NOTEBOOK, "answer_accuracy"))
+    for seed in (0, 1, 2**62 + 7):
+        assert hidden("test_accuracy_function", ns, seed) is None
+        case = probes.cases_accuracy(rng(seed))
+        logits = case.X.reshape(len(case.X), -1) @ case.W.T + case.b
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        assert np.min(top2[:, 1] - top2[:, 0]) > 0.3, "the drawn model has a clear answer for every image"
+        assert 0.3 < np.mean(np.argmax(logits, axis=1) == case.y) < 0.7
+
+
+@pytest.mark.parametrize("find, replace, grade_id, message", [
     ("predictions = model(X_val_t).argmax(dim=1).cpu().numpy()",
-     "predictions = model(X_val_t).softmax(dim=1).cpu().numpy()", checks.check_predictions, "shape"),
+     "predictions = model(X_val_t).softmax(dim=1).cpu().numpy()", "test_predictions", "shape"),
     ("predictions = model(X_val_t).argmax(dim=1).cpu().numpy()",
-     "predictions = model(X_val_t).argmax(dim=1).cpu().numpy()[::-1]", checks.check_predictions, "original order"),
-    ('torch.save(model.state_dict(), "model.pt")\n', "", checks.check_saved_model, "not found"),
-    ('torch.save(model.state_dict(), "model.pt")', 'torch.save(model, "model.pt")', checks.check_saved_model,
+     "predictions = model(X_val_t).argmax(dim=1).cpu().numpy()[::-1]", "test_predictions", "original order"),
+    ("predictions = model(X_val_t).argmax(dim=1).cpu().numpy()",
+     "predictions = model(X_val_t).argmax(dim=1).cpu().numpy().astype(float)", "test_predictions", "integer labels"),
+    ('torch.save(model.state_dict(), "model.pt")\n', "", "test_saved_model", "not found"),
+    ('torch.save(model.state_dict(), "model.pt")', 'torch.save(model, "model.pt")', "test_saved_model",
      "state_dict"),
     ('torch.save(model.state_dict(), "model.pt")', 'torch.save(build_model().state_dict(), "model.pt")',
-     checks.check_saved_model, "agrees with model"),
+     "test_saved_model", "agrees with model"),
+    ('torch.save(model.state_dict(), "model.pt")', 'torch.save({"w": torch.zeros(3)}, "model.pt")',
+     "test_saved_model", "does not fit build_model()"),
     ("val_accuracy = accuracy(model, X_val_t, y_val_t)",
-     "val_accuracy = accuracy(model, X_train_t, y_train_t)", checks.check_val_accuracy, "validation images"),
-], ids=["probabilities_saved", "shuffled", "model_not_saved", "whole_model_pickled", "untrained_weights_saved",
-        "train_accuracy"])
-def test_save_slips_cost_their_own_cell(find, replace, check, message, trained, in_assignment_folder):
+     "val_accuracy = accuracy(model, X_train_t, y_train_t)", "test_val_accuracy", "validation images"),
+    ("val_accuracy = accuracy(model, X_val_t, y_val_t)",
+     "val_accuracy = 100 * accuracy(model, X_val_t, y_val_t)", "test_val_accuracy", "percentage"),
+], ids=["probabilities_saved", "shuffled", "float_labels", "model_not_saved", "whole_model_pickled",
+        "untrained_weights_saved", "other_state_dict", "train_accuracy", "percent"])
+def test_save_slips_cost_their_own_cell(find, replace, grade_id, message, trained, in_assignment_folder):
     code = reference_code(CLASSIFICATION, NOTEBOOK, "answer_save")
     assert find in code
     namespace = dict(trained)
     exec(compile(code.replace(find, replace), "<learner cell>", "exec"), namespace)
-    with pytest.raises(AssertionError, match=message):
-        check(namespace)
+    got = hidden(grade_id, namespace)
+    assert message in (got or ""), got
 
 
-def test_validation_split_needs_the_shipped_training_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(checks, "_cache", {})
+def test_validation_split_needs_the_shipped_training_file(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(trained["_folder"])
+    assert hidden("test_val_accuracy", trained) is None
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(AssertionError, match="was not found"):
-        checks.validation_split()
+    assert "was not found" in hidden("test_val_accuracy", trained)
     images, labels = _load(mnist_data.TRAIN_FILE)
     mnist_data.write_npz(tmp_path / "mnist_train.npz", images=images[:1500], labels=labels[:1500])
-    with pytest.raises(AssertionError, match="was changed"):
-        checks.validation_split()
+    assert "was changed" in hidden("test_val_accuracy", trained)
 
 
 def test_build_model_must_give_ten_logits(in_assignment_folder):
     code = reference_code(CLASSIFICATION, NOTEBOOK, "answer_build_model").replace(
         "nn.Linear(128, 10),", "nn.Linear(128, 10), nn.Softmax(dim=1), nn.Flatten(0),")
     ns = exec_cells("import torch\nfrom torch import nn", code)
-    with pytest.raises(AssertionError, match="N x 10 logits"):
-        checks.check_build_model(ns)
+    assert "N x 10 logits" in hidden("test_build_model", ns)
+
+
+@pytest.mark.parametrize("code, message", [
+    ("_net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\ndef build_model():\n    return _net", "same object"),
+    ("def build_model():\n    return nn.Sequential(nn.Flatten())", "without parameters"),
+    ("def build_model():\n    return 'a network'", "torch.nn.Module"),
+    ("def build_model():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Sigmoid(), nn.Linear(10, 10),"
+     " nn.Softplus(beta=1e30, threshold=-1), nn.Threshold(0.5, float('inf')))", "NaN or infinite"),
+], ids=["same_object", "no_parameters", "not_a_module", "infinite"])
+def test_build_model_slips(code, message):
+    got = hidden("test_build_model", exec_cells("import torch\nfrom torch import nn", code))
+    assert message in (got or ""), got
+
+
+# ---------------------------------------------------------------- what the split between kernel and grader changes
+
+
+def test_test_cells_record_labels_only(trained):
+    """A test cell's record holds the predicted labels of the test images; the verdict counts the right ones."""
+    rec = evidence(CLASSIFICATION, "test_accuracy_60", trained)
+    assert set(rec.items) == {"defined:model", "model_type", "model_is_module", "test_labels"}
+    recorded = rec.value("test_labels", "labels")
+    assert recorded["shape"] == [2000, 10] and recorded["labels"].shape == (2000,)
+    assert judged("torch_classification", rec) is None
+
+
+def test_hard_coded_labels_fail(trained):
+    """A record of made-up labels (a constant class, or shuffled predictions) earns no accuracy point."""
+    rec = evidence(CLASSIFICATION, "test_accuracy_60", trained)
+    labels = rec.value("test_labels", "labels")["labels"]
+    for fake_labels in (np.zeros(2000, dtype=np.int64), np.random.default_rng(0).permutation(labels)):
+        fake = dict(rec.items, test_labels=encode({"shape": [2000, 10], "labels": fake_labels}))
+        assert "this cell needs 60%" in judged("torch_classification", Evidence(rec.behaviour, rec.seed, fake))
+    malformed = dict(rec.items, test_labels=encode({"shape": [2000, 10], "labels": labels[:10]}))
+    assert "malformed" in judged("torch_classification", Evidence(rec.behaviour, rec.seed, malformed))
+
+
+def test_hard_coded_accuracy_fails():
+    """The accuracy a record claims must match the drawn model and data of the record's seed."""
+    ns = exec_cells("import torch\nfrom torch import nn", reference_code(CLASSIFICATION, NOTEBOOK, "answer_accuracy"))
+    rec = evidence(CLASSIFICATION, "test_accuracy_function", ns, seed=3)
+    assert judged("torch_classification", rec) is None
+    assert judged("torch_classification", Evidence(rec.behaviour, 4, rec.items)) is not None
+    fake = dict(rec.items, value=encode(0.5))
+    message = judged("torch_classification", Evidence(rec.behaviour, 3, fake))
+    assert "fraction of images" in message
+    assert f"{rec.value('value', 'v'):.3f}"[:4] not in message, "the message must not state the expected accuracy"
+
+
+def test_probe_holds_no_labels_or_comparison():
+    import inspect
+
+    source = inspect.getsource(probes)
+    assert "labels.npz" not in source and "THRESHOLD" not in source and "==" not in source
 
 
 def test_variant_edits_match_the_source():
@@ -286,8 +391,9 @@ def test_variant_edits_match_the_source():
         apply_edits(nbformat.from_dict(nb), variant.edits, seed=1)
 
 
-def test_grader_modules_import_inside_the_grading_sandbox(tmp_path):
-    """The sandbox lets kernels read mytorch_lib and course_tools/hidden only: the checks must need nothing else."""
+def test_probes_run_inside_the_grading_sandbox_without_the_labels(tmp_path):
+    """The sandbox lets kernels read mytorch_lib and the probes only: they must need nothing else, and the
+    test images are there while the labels and verdicts are not."""
     for part in COURSE_READ_ONLY:
         source, target = REPO_ROOT / part, tmp_path / part
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -295,8 +401,12 @@ def test_grader_modules_import_inside_the_grading_sandbox(tmp_path):
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, target)
-    code = ("import course_tools.hidden.torch_classification_checks as c, course_tools.hidden.torch_regression_checks\n"
-            "assert c.hidden_test_split()[0].shape == (2000, 28, 28)")
+    code = ("import course_tools.hidden.probes.torch_classification as c, course_tools.hidden.probes.torch_regression\n"
+            "assert c.grader_test_images().shape == (2000, 28, 28)\n"
+            "import importlib.util\n"
+            "assert importlib.util.find_spec('course_tools.hidden.verdicts') is None\n"
+            "import pathlib\n"
+            "assert not list(pathlib.Path('.').rglob('*labels*'))")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr
@@ -308,5 +418,5 @@ def test_grader_modules_import_inside_the_grading_sandbox(tmp_path):
 def test_single_step_submission_graded_by_nbgrader(grading):
     """Through nbgrader: one training step keeps the design, saving and reporting points, earns no accuracy point."""
     score, lost = grade_variant(grading, "single_step", CLASSIFICATION, "one_step")
-    assert lost == {f"test_accuracy_{round(100 * t)}" for t in checks.THRESHOLDS}
+    assert lost == set(TIERS.values())
     assert score == pytest.approx(5.0)

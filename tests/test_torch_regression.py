@@ -1,23 +1,34 @@
 """Hidden tests of 03_torch_regression: right code scores, each classic slip costs its own cell, weak models fail.
 
-Fast checks run the grader module (course_tools.hidden.torch_regression_checks)
-in this process on the notebook's reference code and on broken variants; the
+Fast checks run each hidden region's probe in this process on the notebook's
+reference code and on broken variants, and judge its record with the verdict
+module (course_tools.hidden.verdicts.torch_regression), as grading does; the
 reference training run is repeated for 5 seeds and must beat the held-out
 threshold with margin, while a straight line and a one-step model miss it.
-One weak submission goes through the real nbgrader pipeline.
+Records that were tampered with (another seed's predictions, hard-coded
+values) fail, and messages never state an expected value. One weak submission
+goes through the real nbgrader pipeline.
 """
 
 from __future__ import annotations
 
+import math
+import re
+
 import nbformat
+import numpy as np
 import pytest
 import torch
 
+import mytorch_lib.data
 from course_tools.course import SOURCE_DIR
-from course_tools.hidden import torch_regression_checks as checks
+from course_tools.hidden.probes import torch_regression as probes
+from course_tools.hidden.probes.kit import encode, rng
+from course_tools.hidden.verdicts import torch_regression as verdicts
+from course_tools.hidden.verdicts.kit import Evidence
 from course_tools.torch_baselines import REGRESSION, VARIANTS, apply_edits
 from learner_cells import reference_code
-from torch_cells import exec_cells, grade_variant
+from torch_cells import evidence, exec_cells, grade_variant, hidden_verdict, judged
 
 NOTEBOOK = "torch_regression"
 IMPORTS = """
@@ -53,15 +64,34 @@ def trained_namespace(seed: int, **replaced: str) -> dict:
     return exec_cells(IMPORTS, DATA, f"SEED = {seed}", *answers(**replaced), code_cell("training_run"))
 
 
+def hidden(grade_id: str, namespace: dict, seed: int | None = None) -> str | None:
+    return hidden_verdict(REGRESSION, grade_id, namespace, seed)
+
+
+CODE_CELLS = ("test_regressor", "test_evaluate", "test_train")
+HELDOUT_CELLS = ("test_heldout_loose", "test_heldout_target")
+
+
 @pytest.fixture(scope="module")
 def reference() -> dict:
     return exec_cells(IMPORTS, DATA, *answers())
 
 
+@pytest.fixture(scope="module")
+def trained() -> dict:
+    return trained_namespace(0)
+
+
 def test_reference_code_passes_every_code_check(reference):
-    checks.check_structure(reference)
-    checks.check_evaluate(reference)
-    checks.check_train_function(reference)
+    for cell in CODE_CELLS:
+        assert hidden(cell, reference) is None, cell
+
+
+def test_reference_code_passes_for_other_seeds(reference):
+    """Grading seeds differ per learner: the inputs change, the verdict still accepts right code."""
+    for seed in (1, 2, 2**62 + 12345):
+        for cell in CODE_CELLS:
+            assert hidden(cell, reference, seed) is None, (cell, seed)
 
 
 REGRESSOR = """
@@ -80,12 +110,12 @@ def regressor(layers: str | None = None, *, body: str | None = None, forward: st
     return REGRESSOR.format(body=body or SEQUENTIAL.format(layers=layers), forward=forward)
 
 
-def test_structure_accepts_other_right_styles(reference):
+def test_structure_accepts_other_right_styles():
     # separate attributes declared in another order, tanh from torch instead of nn.Tanh modules
     other = regressor(body="self.out = nn.Linear(hidden, 1)\n        self.mid = nn.Linear(hidden, hidden)\n"
                            "        self.inp = nn.Linear(1, hidden)",
                       forward="return self.out(torch.tanh(self.mid(torch.tanh(self.inp(x)))))")
-    checks.check_structure(exec_cells(IMPORTS, other))
+    assert hidden("test_regressor", exec_cells(IMPORTS, other)) is None
 
 
 @pytest.mark.parametrize("learner_code, message", [
@@ -98,10 +128,24 @@ def test_structure_accepts_other_right_styles(reference):
      "needs a bias"),
     (regressor(body="self.net = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))"),
      "three nn.Linear layers"),
-], ids=["relu", "one_hidden_layer", "tanh_on_output", "no_bias", "ignores_hidden"])
+    (regressor(body="self.net = nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), "
+                    "nn.Linear(hidden, 1))\n        self.extra = nn.Parameter(torch.zeros(3))"), "remove any other"),
+    ("class Regressor:\n    def __init__(self, hidden=32):\n        pass", "subclass torch.nn.Module"),
+    (regressor("nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1)")
+     .replace("hidden=32", "width=32").replace("(1, hidden)", "(1, width)").replace("(hidden, hidden)", "(width, width)")
+     .replace("(hidden, 1)", "(width, 1)"), "takes the hidden width as `hidden`"),
+], ids=["relu", "one_hidden_layer", "tanh_on_output", "no_bias", "ignores_hidden", "extra_parameter", "not_a_module",
+        "other_keyword"])
 def test_structure_rejects_wrong_networks(learner_code, message):
-    with pytest.raises(AssertionError, match=message):
-        checks.check_structure(exec_cells(IMPORTS, learner_code))
+    assert message in (hidden("test_regressor", exec_cells(IMPORTS, learner_code)) or "")
+
+
+def test_structure_needs_the_class_written_in_the_notebook():
+    ns = exec_cells(IMPORTS, regressor("nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), "
+                                        "nn.Linear(hidden, 1)"))
+    ns["Regressor"].__module__ = "somewhere_else"
+    assert "written in this notebook" in hidden("test_regressor", ns)
+    assert "is not defined" in hidden("test_regressor", exec_cells(IMPORTS))
 
 
 @pytest.mark.parametrize("learner_code, message", [
@@ -110,10 +154,14 @@ def test_structure_rejects_wrong_networks(learner_code, message):
      "average the squared"),
     ("def evaluate(model, x, y):\n    loss = nn.MSELoss()(model(x), y)\n    loss.backward()\n    return loss.item()",
      "computed gradients"),
-], ids=["tensor", "sum_not_mean", "gradients"])
+    ("def evaluate(model, x, y):\n    with torch.no_grad():\n        return np.float32(nn.MSELoss()(model(x), y).item())",
+     "Python float"),
+    ("def evaluate(model, x, y):\n    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+     "    loss = nn.MSELoss()(model(x), y)\n    value = loss.item()\n    loss.backward()\n    opt.step()\n"
+     "    opt.zero_grad(set_to_none=True)\n    return value", "changed the model's parameters"),
+], ids=["tensor", "sum_not_mean", "gradients", "float32", "trains"])
 def test_evaluate_rejects_slips(learner_code, message):
-    with pytest.raises(AssertionError, match=message):
-        checks.check_evaluate(exec_cells(IMPORTS, learner_code))
+    assert message in (hidden("test_evaluate", exec_cells(IMPORTS, "import numpy as np", learner_code)) or "")
 
 
 @pytest.mark.parametrize("find, replace, message", [
@@ -122,20 +170,40 @@ def test_evaluate_rejects_slips(learner_code, message):
      "        with torch.no_grad():\n            losses.append(loss_fn(model(x), y).item())", "before optimizer.step"),
     ("torch.optim.Adam(model.parameters(), lr=lr)", "torch.optim.SGD(model.parameters(), lr=lr)", "Adam"),
     ("losses.append(loss.item())", "losses.append(loss)", "plain floats"),
-], ids=["no_zero_grad", "loss_after_step", "sgd", "tensors"])
+    ("for _ in progress(range(epochs), desc=\"training\"):", "for _ in range(epochs - 1):", "one per epoch"),
+    ("model.train()\n", "model = copy.deepcopy(model)\n    optimizer = torch.optim.Adam(model.parameters(), lr=lr)\n",
+     "in place"),
+], ids=["no_zero_grad", "loss_after_step", "sgd", "tensors", "one_epoch_short", "trains_a_copy"])
 def test_train_rejects_slips(find, replace, message):
     code = reference_code(REGRESSION, NOTEBOOK, "answer_train")
     assert find in code
-    with pytest.raises(AssertionError, match=message):
-        checks.check_train_function(exec_cells(IMPORTS, code.replace(find, replace)))
+    got = hidden("test_train", exec_cells(IMPORTS, "import copy", code.replace(find, replace)))
+    assert message in (got or ""), got
+
+
+def test_train_accepts_other_right_styles():
+    """The loss written out, zero_grad at the end of the step, optimizer.zero_grad(set_to_none=False)."""
+    code = """
+def train(model, x, y, *, epochs, lr):
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    out = []
+    for epoch in range(epochs):
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=False)
+        out.append(float(loss.detach()))
+    return out
+"""
+    assert hidden("test_train", exec_cells(IMPORTS, code)) is None
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_reference_run_beats_threshold_with_margin(seed):
     ns = trained_namespace(seed)
-    checks.check_training_run(ns)
-    checks.check_heldout_mse(ns, checks.TARGET_MSE)
-    assert checks.heldout_mse(ns["model"]) < 0.6 * checks.TARGET_MSE
+    for cell in ("test_training_run", *HELDOUT_CELLS):
+        assert hidden(cell, ns) is None, cell
+    assert verdicts.heldout_mse(evidence(REGRESSION, "test_heldout_target", ns)) < 0.6 * verdicts.TARGET_MSE
 
 
 @pytest.mark.parametrize("variant", ["linear", "one_step"])
@@ -143,19 +211,111 @@ def test_weak_models_miss_both_thresholds(variant):
     (grade_id, (find, replace)), = VARIANTS[REGRESSION][variant].edits.items()
     code = reference_code(REGRESSION, NOTEBOOK, grade_id)
     ns = trained_namespace(0, **{grade_id: code.replace(find, replace)})
-    assert checks.heldout_mse(ns["model"]) > 2 * checks.LOOSE_MSE
-    for threshold in (checks.LOOSE_MSE, checks.TARGET_MSE):
-        with pytest.raises(AssertionError, match="above the threshold"):
-            checks.check_heldout_mse(ns, threshold)
-    with pytest.raises(AssertionError):
-        checks.check_training_run(ns)
+    assert verdicts.heldout_mse(evidence(REGRESSION, "test_heldout_target", ns)) > 2 * verdicts.LOOSE_MSE
+    for cell in HELDOUT_CELLS:
+        assert "above the threshold" in (hidden(cell, ns) or "")
+    assert hidden("test_training_run", ns) is not None
 
 
-def test_training_run_must_come_from_the_model():
-    ns = trained_namespace(0)
+def test_training_run_must_come_from_the_model(trained):
+    ns = dict(trained)
     ns["losses"] = [1.0, 0.001]  # a made-up history that the trained model does not match
-    with pytest.raises(AssertionError, match="should be the model that"):
-        checks.check_training_run(ns)
+    assert "should be the model that" in hidden("test_training_run", ns)
+    ns = dict(trained, losses=[float("nan")] * 3)
+    assert "NaN" in hidden("test_training_run", ns)
+
+
+# ---------------------------------------------------------------- what the split between kernel and grader changes
+
+
+def test_heldout_targets_never_enter_the_kernel(trained):
+    """The record of a held-out cell holds the model's predictions only; the targets are drawn outside."""
+    rec = evidence(REGRESSION, "test_heldout_target", trained)
+    assert set(rec.items) == {"defined:model", "model_type", "model_is_module", "predictions"}
+    x = probes.cases_heldout(rng(rec.seed))
+    assert x.shape == (probes.HELDOUT_SIZE, 1)
+    assert np.allclose(rec.array("predictions", "p").ravel(),
+                       trained["model"](torch.tensor(x, dtype=torch.float32)).detach().numpy().ravel(), atol=1e-5)
+
+
+def test_another_seeds_predictions_fail(trained):
+    """Predictions for another seed's held-out inputs (a replayed record) miss every threshold."""
+    rec = evidence(REGRESSION, "test_heldout_target", trained, seed=11)
+    assert judged("torch_regression", rec) is None
+    replayed = Evidence(rec.behaviour, 12, rec.items)
+    assert "above the threshold" in judged("torch_regression", replayed)
+
+
+def test_heldout_points_depend_on_the_seed():
+    assert not np.allclose(probes.cases_heldout(rng(1)), probes.cases_heldout(rng(2)))
+    assert np.array_equal(verdicts.heldout_targets(5), verdicts.heldout_targets(5))
+
+
+def test_replacing_the_data_library_in_the_kernel_earns_nothing(trained, monkeypatch):
+    """A learner cell that makes the library's curve (or its data) agree with a straight line gains nothing:
+    the held-out inputs come from the seed and the targets from the genuine library, outside the kernel."""
+    (grade_id, (find, replace)), = VARIANTS[REGRESSION]["linear"].edits.items()
+    ns = trained_namespace(0, **{grade_id: reference_code(REGRESSION, NOTEBOOK, grade_id).replace(find, replace)})
+    honest = [hidden(cell, ns) for cell in HELDOUT_CELLS]
+    genuine = (mytorch_lib.data.make_regression_1d, mytorch_lib.data.regression_target)
+    line = ns["model"]
+
+    def fake(n=128, *, seed=0, **kwargs):
+        x = np.random.default_rng(seed).uniform(-3, 3, size=(n, 1))
+        return x, line(torch.tensor(x, dtype=torch.float32)).detach().numpy().astype(np.float64)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(mytorch_lib.data, "make_regression_1d", fake)
+        patch.setattr(mytorch_lib.data, "regression_target", lambda x: np.zeros_like(x))
+        records = [evidence(REGRESSION, cell, ns) for cell in HELDOUT_CELLS]
+    assert (mytorch_lib.data.make_regression_1d, mytorch_lib.data.regression_target) == genuine
+    cheat = [judged("torch_regression", rec) for rec in records]
+    assert all(c is not None for c in cheat) and all(h is not None for h in honest)
+
+
+def test_hard_coded_records_fail(reference):
+    """Values typed into a record (not what the learner's code returned) fail."""
+    rec = evidence(REGRESSION, "test_train", reference)
+    case = probes.cases_train(rng(rec.seed))
+    fake = dict(rec.items, losses=encode([0.5] * case.epochs))
+    assert "differ from full-batch Adam" in judged("torch_regression", Evidence(rec.behaviour, rec.seed, fake))
+    rec = evidence(REGRESSION, "test_regressor", reference)
+    forward = rec.array("forward:0", "f")
+    fake = dict(rec.items, **{"forward:0": encode(np.zeros_like(forward))})
+    assert "forward does not compute" in judged("torch_regression", Evidence(rec.behaviour, rec.seed, fake))
+    # a record of another seed: the weights written into the layers differ, so forward differs
+    assert judged("torch_regression", Evidence(rec.behaviour, rec.seed + 1, rec.items)) is not None
+    malformed = dict(rec.items, **{"linears:0": {"bogus": 1}})
+    assert "malformed" in judged("torch_regression", Evidence(rec.behaviour, rec.seed, malformed))
+
+
+def _numbers(message: str) -> set[str]:
+    return set(re.findall(r"\d+\.\d+", message))
+
+
+def test_messages_never_state_expected_values():
+    """The evaluate and train messages name what is wrong, not the MSE or the losses they should have returned."""
+    ns = exec_cells(IMPORTS, "def evaluate(model, x, y):\n    with torch.no_grad():\n"
+                             "        return 2.0 * nn.MSELoss()(model(x), y).item()")
+    rec = evidence(REGRESSION, "test_evaluate", ns)
+    message = judged("torch_regression", rec)
+    case = probes.cases_evaluate(rng(rec.seed))
+    expected = float(np.mean((verdicts.forward64(case.network, case.x) - case.y) ** 2))
+    assert message and not any(math.isclose(float(n), expected, rel_tol=1e-2) for n in _numbers(message)), message
+    code = reference_code(REGRESSION, NOTEBOOK, "answer_train").replace("        optimizer.zero_grad()\n", "")
+    rec = evidence(REGRESSION, "test_train", exec_cells(IMPORTS, code))
+    message = judged("torch_regression", rec)
+    losses, _ = verdicts.reference_train(probes.cases_train(rng(rec.seed)))
+    assert message and not any(math.isclose(float(n), v, rel_tol=1e-2) for n in _numbers(message) for v in losses)
+
+
+def test_probe_module_holds_no_reference_training():
+    """The kernel-side module draws inputs and records; Adam, the loss and the targets live in the verdicts."""
+    import inspect
+
+    source = inspect.getsource(probes)
+    for name in ("optim", "MSELoss", "regression_target", "backward"):
+        assert name not in source, name
 
 
 def test_variant_edits_match_the_source():
