@@ -39,9 +39,6 @@ from course_tools.hidden.probes.kit import rng
 from course_tools.hidden.verdicts.kit import Evidence, Wrong, as_array, assert_close, torch64, vectorised, \
     written_here
 
-#: Grader code is never a learner's work (the kit's rules forbid PyTorch; this one, the course's own classes).
-NO_GRADER = {r"\bcourse_tools\b": "uses grader code (course_tools); write your own implementation"}
-
 NAME = probes.NAME
 EPS = 1e-8
 DEFAULT_ALPHA = 0.9
@@ -95,7 +92,7 @@ def _call(case: probes.InitCase) -> str:
 
 def check_init(evidence: Evidence) -> None:
     """Constructor: the six 1 x C float64 arrays with the spec's values, none shared."""
-    written_here(evidence, NAME, NO_GRADER)
+    written_here(evidence, NAME)
     starts = {"BW": 1.0, "Bb": 0.0, "dLdBW": 0.0, "dLdBb": 0.0, "running_M": 0.0, "running_V": 1.0}
     for k, case in enumerate(probes.cases_init(rng(evidence.seed))):
         what = _call(case)
@@ -130,7 +127,7 @@ def check_init(evidence: Evidence) -> None:
 
 def check_forward_train(evidence: Evidence) -> None:
     """Training-mode output BZ equals PyTorch's, including a constant and a near-constant feature."""
-    written_here(evidence, NAME, NO_GRADER)
+    written_here(evidence, NAME)
     for i, step in enumerate(probes.cases_forward_train(rng(evidence.seed))):
         C = step.Z.shape[1]
         _raised(evidence, f"init:{i}", f"{NAME}({C})")
@@ -172,7 +169,7 @@ def _running_hint(alpha: float, batches: tuple[np.ndarray, ...], step: int, name
 
 def check_running_stats(evidence: Evidence) -> None:
     """running_M and running_V after each of several training steps (one of a single sample), two alphas."""
-    written_here(evidence, NAME, NO_GRADER)
+    written_here(evidence, NAME)
     for r, run in enumerate(probes.cases_running_stats(rng(evidence.seed))):
         label = f"{NAME}({run.C})" if run.alpha is None else f"{NAME}({run.C}, alpha={run.alpha})"
         alpha = DEFAULT_ALPHA if run.alpha is None else run.alpha
@@ -192,7 +189,7 @@ def check_running_stats(evidence: Evidence) -> None:
 
 def check_eval(evidence: Evidence) -> None:
     """Eval mode normalises with the running statistics and changes no attribute."""
-    written_here(evidence, NAME, NO_GRADER)
+    written_here(evidence, NAME)
     for i, case in enumerate(probes.cases_eval(rng(evidence.seed))):
         C = case.Z.shape[1]
         _raised(evidence, f"init:{i}", f"{NAME}({C})")
@@ -212,7 +209,7 @@ def check_eval(evidence: Evidence) -> None:
 
 def check_backward_params(evidence: Evidence) -> None:
     """dLdBW and dLdBb equal PyTorch's gradients, step after step on one layer (no accumulation)."""
-    written_here(evidence, NAME, NO_GRADER)
+    written_here(evidence, NAME)
     C = probes.PARAMS_C
     _raised(evidence, "init", f"{NAME}({C})")
     for s, step in enumerate(probes.cases_backward_params(rng(evidence.seed))):
@@ -244,7 +241,7 @@ def _forward_then_backward(evidence: Evidence, i: int, step: probes.Step) -> tup
 
 def check_backward_input(evidence: Evidence) -> None:
     """The returned dLdZ equals PyTorch's gradient with respect to the input."""
-    written_here(evidence, NAME, NO_GRADER)
+    written_here(evidence, NAME)
     for i, step in enumerate(probes.cases_backward_input(rng(evidence.seed))):
         what, dLdZ = _forward_then_backward(evidence, i, step)
         expected = torch_training(step.Z, step.params.BW, step.params.Bb, step.dLdBZ)["dLdZ"]
@@ -254,7 +251,7 @@ def check_backward_input(evidence: Evidence) -> None:
 
 def check_batch_of_one(evidence: Evidence) -> None:
     """N = 1 in training mode: output Bb, no nan, and the gradients worked out by hand (torch refuses N = 1)."""
-    written_here(evidence, NAME, NO_GRADER)
+    written_here(evidence, NAME)
     for i, step in enumerate(probes.cases_batch_of_one(rng(evidence.seed))):
         C = step.Z.shape[1]
         what = f"{NAME}({C}) with a batch of one sample"
@@ -277,7 +274,7 @@ def check_batch_of_one(evidence: Evidence) -> None:
 
 def check_vectorised(evidence: Evidence) -> None:
     """forward, backward and eval forward on a tall and a wide batch run at NumPy speed."""
-    written_here(evidence, NAME, NO_GRADER)
+    written_here(evidence, NAME)
     for k, (N, C, loop) in enumerate(probes.LARGE):
         what = f"{NAME} (forward, backward, eval forward) on a {N} x {C} batch"
         seconds = evidence.seconds(f"seconds:{k}", what)

@@ -193,6 +193,8 @@ def torch64(array: Any, requires_grad: bool = False) -> Any:
 
 #: Shortcuts no class of a NumPy notebook may take (course spec: NumPy, SciPy and math only).
 NO_TORCH = {r"\btorch\b": "uses PyTorch; the from-scratch notebooks allow NumPy, SciPy and math only"}
+#: No class may use grader code (it is not in the kernel; an attempt is still named for what it is).
+NO_GRADER = {r"\bcourse_tools\b": "uses grader code (course_tools); write your own implementation"}
 
 
 def code_without_text(source: str) -> str:
@@ -230,8 +232,9 @@ def written_here(evidence: Evidence, name: str, rules: Mapping[str, str] | None 
     Decided from the submitted file (a ``class <name>`` statement in an answer cell, whose code,
     comments and strings removed, matches no rule) and from the kernel's record (the class
     exists, was defined in ``modules``, and the names its compiled methods use match no rule).
+    :data:`NO_TORCH` and :data:`NO_GRADER` always apply.
     """
-    rules = {**NO_TORCH, **(rules or {})}
+    rules = {**NO_TORCH, **NO_GRADER, **(rules or {})}
     definition = evidence.definition(name)
     if definition.get("kind") == "missing":
         raise Wrong(f"{name} is not defined: run the cell that defines class {name}")

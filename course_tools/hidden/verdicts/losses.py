@@ -29,9 +29,6 @@ from course_tools.hidden.probes.kit import rng
 from course_tools.hidden.verdicts.kit import Evidence, Opaque, Wrong, as_array, assert_close, torch64, vectorised, \
     written_here
 
-#: Grader code is never a learner's work (the kit's rules forbid PyTorch; this one, the course's own classes).
-NO_GRADER = {r"\bcourse_tools\b": "uses grader code (course_tools); write your own implementation"}
-
 RTOL = 1e-9
 ATOL = 1e-12
 #: (ratio, slack in seconds): how much slower than the calibration (a few element-wise passes over A)
@@ -128,7 +125,7 @@ def _speed(evidence: Evidence, name: str, method: str, large: probes.Batch) -> N
 
 def _forward_cell(evidence: Evidence, name: str, case: probes.ForwardCase) -> None:
     """forward against PyTorch on every batch (one number, inputs untouched, value, stored A and Y), then speed."""
-    written_here(evidence, name, NO_GRADER)
+    written_here(evidence, name)
     for i, (A, Y) in enumerate(case.batches):
         key = str(i)
         value = _single_number(f"{name}.forward(A, Y)", _ran_forward(evidence, name, key, A))
@@ -141,7 +138,7 @@ def _forward_cell(evidence: Evidence, name: str, case: probes.ForwardCase) -> No
 
 def _backward_cell(evidence: Evidence, name: str, case: probes.BackwardCase) -> None:
     """backward against PyTorch after forward on each batch and after two forwards (the latest counts), then speed."""
-    written_here(evidence, name, NO_GRADER)
+    written_here(evidence, name)
     for i, (A, Y) in enumerate(case.batches):
         _ran_forward(evidence, name, str(i), A)
         what = f"after forward on {_describe(A)}"
@@ -195,7 +192,7 @@ def check_ce_stable(evidence: Evidence) -> None:
     wrong backward costs the points of ``ce_backward``, not of this cell too.
     """
     name = "CrossEntropyLoss"
-    written_here(evidence, name, NO_GRADER)
+    written_here(evidence, name)
     case = probes.cases_ce_stable(rng(evidence.seed))
     check_backward = _backward_right_on_ordinary_logits(evidence, case.ordinary)
     for i, (A, Y) in enumerate(case.extreme):

@@ -28,9 +28,6 @@ from course_tools.hidden.probes import mlp as probes
 from course_tools.hidden.probes.kit import rng
 from course_tools.hidden.verdicts.kit import Evidence, Opaque, Wrong, written_here
 
-#: Grader code is never a learner's work (the kit's rules forbid PyTorch; this one, the course's own classes).
-NO_GRADER = {r"\bcourse_tools\b": "uses grader code (course_tools); write your own implementation"}
-
 #: (in_features, out_features) of each Linear layer; every Linear is followed by a ReLU (course spec).
 SIZES: dict[str, list[tuple[int, int]]] = {
     "MLP0": [(2, 3)],
@@ -153,7 +150,7 @@ def _answer(case: probes.Case, built: _Built, number: int, round_: int, method: 
 
 def structure(evidence: Evidence, name: str) -> None:
     """self.layers is the ordered list the spec fixes; each place and each model has its own layer objects."""
-    written_here(evidence, name, NO_GRADER)
+    written_here(evidence, name)
     _build_ok(evidence, "build:0", name)
     built = _Built(evidence, name)
     layers = _layers(evidence, "layers:0", name, built)
@@ -175,7 +172,7 @@ def structure(evidence: Evidence, name: str) -> None:
 
 def forward(evidence: Evidence, name: str) -> None:
     """forward(A0) calls each layer once, first to last, passing each output on; returns the last output."""
-    written_here(evidence, name, NO_GRADER)
+    written_here(evidence, name)
     _build_ok(evidence, "build", name)
     built = _Built(evidence, name)
     layers = _layers(evidence, "layers", name, built)
@@ -209,7 +206,7 @@ def forward(evidence: Evidence, name: str) -> None:
 
 def backward(evidence: Evidence, name: str) -> None:
     """backward(dLdA) calls each layer once, last to first, passing each gradient on; returns dLdA0."""
-    written_here(evidence, name, NO_GRADER)
+    written_here(evidence, name)
     _build_ok(evidence, "build", name)
     built = _Built(evidence, name)
     layers = _layers(evidence, "layers", name, built)

