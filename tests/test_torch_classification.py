@@ -38,7 +38,7 @@ from course_tools.hidden.verdicts.kit import Evidence
 from course_tools.sandbox import COURSE_READ_ONLY
 from course_tools.torch_baselines import CLASSIFICATION, VARIANTS, apply_edits
 from learner_cells import reference_code
-from torch_cells import evidence, exec_cells, grade_variant, hidden_verdict, judged
+from torch_cells import evidence, exec_cells, grade_variant, hidden_verdict, judged, record
 
 NOTEBOOK = "torch_classification"
 ANSWERS = ("answer_build_model", "answer_accuracy", "answer_training", "answer_save")
@@ -376,6 +376,17 @@ def test_hard_coded_accuracy_fails():
     message = judged("torch_classification", Evidence(rec.behaviour, 3, fake))
     assert "fraction of images" in message
     assert f"{rec.value('value', 'v'):.3f}"[:4] not in message, "the message must not state the expected accuracy"
+
+
+def test_probes_leave_the_learners_random_stream_alone(trained, monkeypatch):
+    """The probes build their networks (build_model(), the drawn linear model, the reloaded model.pt) and run
+    the trained model without drawing from the learner's PyTorch generator."""
+    monkeypatch.chdir(trained["_folder"])
+    for grade_id in (*CELLS, *TIERS.values()):
+        torch.manual_seed(2024)
+        before = torch.random.get_rng_state()
+        record(CLASSIFICATION, grade_id, trained)
+        assert torch.equal(before, torch.random.get_rng_state()), grade_id
 
 
 def test_probe_holds_no_labels_or_comparison():

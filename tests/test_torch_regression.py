@@ -28,7 +28,7 @@ from course_tools.hidden.verdicts import torch_regression as verdicts
 from course_tools.hidden.verdicts.kit import Evidence
 from course_tools.torch_baselines import REGRESSION, VARIANTS, apply_edits
 from learner_cells import reference_code
-from torch_cells import evidence, exec_cells, grade_variant, hidden_verdict, judged
+from torch_cells import evidence, exec_cells, grade_variant, hidden_verdict, judged, record
 
 NOTEBOOK = "torch_regression"
 IMPORTS = """
@@ -307,6 +307,25 @@ def test_messages_never_state_expected_values():
     message = judged("torch_regression", rec)
     losses, _ = verdicts.reference_train(probes.cases_train(rng(rec.seed)))
     assert message and not any(math.isclose(float(n), v, rel_tol=1e-2) for n in _numbers(message) for v in losses)
+
+
+def test_probes_leave_the_learners_random_stream_alone(reference, trained):
+    """Building the probe's models draws no number from the learner's PyTorch generator: a learner who does
+    not reseed before training trains the same model whether or not the hidden cells ran before."""
+    for grade_id, namespace in (*((cell, reference) for cell in CODE_CELLS),
+                                *((cell, trained) for cell in ("test_training_run", *HELDOUT_CELLS))):
+        torch.manual_seed(2024)
+        before = torch.random.get_rng_state()
+        record(REGRESSION, grade_id, namespace)
+        assert torch.equal(before, torch.random.get_rng_state()), grade_id
+
+
+def test_training_inputs_are_drawn_like_the_notebooks_and_ignore_a_replaced_library(monkeypatch):
+    x = probes.cases_training_run(rng(0))
+    assert np.array_equal(x, mytorch_lib.data.make_regression_1d(probes.TRAIN_SIZE, seed=probes.TRAIN_SEED)[0])
+    monkeypatch.setattr(mytorch_lib.data, "make_regression_1d", lambda *args, **kwargs: (np.zeros((128, 1)),) * 2)
+    assert np.array_equal(probes.cases_training_run(rng(0)), x)
+    assert np.array_equal(probes.cases_training_run(rng(1)), x), "the training points do not depend on the seed"
 
 
 def test_probe_module_holds_no_reference_training():

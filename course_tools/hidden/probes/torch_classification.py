@@ -207,8 +207,10 @@ def cases_accuracy(rng: np.random.Generator) -> AccuracyCase:
 
 
 def linear_model(case: AccuracyCase) -> Any:
+    """``Sequential(Flatten(), Linear(784, 10))`` with the case's weights; the learner's random stream is untouched."""
     torch = _torch()
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    with _own_random_state():
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
     with torch.no_grad():
         net[1].weight.copy_(torch.from_numpy(case.W))
         net[1].bias.copy_(torch.from_numpy(case.b))
