@@ -164,6 +164,10 @@ BUGS: dict[str, tuple[tuple[str, str], set[str]]] = {
          "        for i in range(self.N):\n"
          "            dLdV = dLdV - 0.5 * dLdNZ[i:i + 1] * centred[i:i + 1] * inv_std ** 3"),
         {"bn_vectorised"}),
+    "a Python loop over the features": (
+        ("self.M = np.mean(Z, axis=0, keepdims=True)",
+         "self.M = np.array([[np.mean(Z[:, j]) for j in range(Z.shape[1])]])"),
+        {"bn_vectorised"}),
 }
 
 
@@ -309,7 +313,7 @@ def test_messages_state_no_expected_number():
     """Hidden messages name shapes, steps and indices, never a value the learner should have returned."""
     seen = 0
     for bug in sorted(BUGS):
-        if bug == "a Python loop over the samples":
+        if bug.startswith("a Python loop"):
             continue
         for cell, message in hidden_failures(_apply(BUGS[bug][0])).items():
             numbers = [float(n) for n in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", message)]
@@ -431,5 +435,7 @@ def test_monkeypatching_cheat_scores_no_more_than_the_honest_bug(grading):
     nb = learner_notebook(ASSIGNMENT, NOTEBOOK, {CLASS_CELL: (_solution(), _apply(edit) + PATCHES)},
                           release_dir=grading.release_dir)
     scores = _grade(grading, "bn_cheat", nb)
-    assert _lost(scores) == lost
-    assert scores["notebooks"][NOTEBOOK]["score"] == 20 - sum(_cells(scores)[cell][1] for cell in lost)
+    assert _lost(scores) >= lost
+    assert all(_cells(scores)[cell][0] == 0 for cell in lost)
+    honest_score = 20 - sum(_cells(scores)[cell][1] for cell in lost)
+    assert scores["notebooks"][NOTEBOOK]["score"] <= honest_score < 20

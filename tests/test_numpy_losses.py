@@ -360,14 +360,17 @@ def test_nbgrader_gives_alternatives_full_marks(grading):
 
 
 def test_nbgrader_charges_bugs_to_their_cells_even_under_monkeypatching(grading):
-    """The patches may fool the visible checks in the kernel; the cheat scores what the honest bugs score."""
+    """The patches may fool the visible checks in the kernel; the cheat scores no more than the honest bugs."""
     mse_find, mse_replace, _ = MSE_BUGS["divides by N only"]
     ce_find, ce_replace, _ = CE_BUGS["logs an underflowed softmax"]
     honest = {"mse_class": reference("mse_class").replace(mse_find, mse_replace),
               "ce_class": reference("ce_class").replace(ce_find, ce_replace)}
-    assert failing_cells(honest["mse_class"], honest["ce_class"]) == {"mse_forward", "ce_stable"}
+    honest_lost = failing_cells(honest["mse_class"], honest["ce_class"])
+    assert honest_lost == {"mse_forward", "ce_stable"}
     edits = {cell: whole_cell(ASSIGNMENT, NOTEBOOK, cell, code + (PATCHES if cell == "ce_class" else ""))
              for cell, code in honest.items()}
     scores = _grade(grading, "losses_bugs", edits)
-    cells = {cell: score for cell, (score, _) in scores["cells"].items() if cell in CELLS}
-    assert cells == {"mse_forward": 0, "mse_backward": 2, "ce_forward": 2, "ce_stable": 0, "ce_backward": 2}
+    cells = {cell: scores["cells"][cell] for cell in CELLS}
+    honest_scores = {cell: 0 if cell in honest_lost else max_score for cell, (_, max_score) in cells.items()}
+    assert all(score <= honest_scores[cell] for cell, (score, _) in cells.items()), (cells, honest_scores)
+    assert scores["score"] <= sum(honest_scores.values()) < scores["max_score"], scores["cells"]
