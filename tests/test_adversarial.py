@@ -461,12 +461,13 @@ for folder, dirs, files in os.walk("/"):
         path = os.path.join(folder, name)
         if name.endswith((".py", ".npz", ".json", ".db", ".toml", "secret")) and not path.startswith(os.getcwd()):
             seen.append(path)
-            try:
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    print(f.read())
-            except OSError:
-                pass
 print("SEEN", seen)
+for path in sorted(seen, key=lambda p: "probes" not in p):  # grader files first, before any truncation
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            print(f.read())
+    except OSError:
+        pass
 """
 
 
@@ -607,7 +608,7 @@ def test_attacks_on_the_grader_score_no_more_than_the_honest_bug(isolation):
     buggy_score = _nb_score(isolation, "buggy")
     for student in ("inherits", "importlib", "replays", "forges_seed", "silences", "patches_probes", "frame_thief"):
         record = isolation["records"][student]
-        assert record["status"] in ("graded", "failed"), (student, record)
+        assert record["notebooks"][ISOLATION_NOTEBOOK]["status"] in ("graded", "failed"), (student, record)
         assert _nb_score(isolation, student) <= buggy_score, (student, record["notebooks"][ISOLATION_NOTEBOOK])
     assert _nb_score(isolation, "inherits") == 0 and _nb_score(isolation, "importlib") == 0
     cells = isolation["records"]["frame_thief"]["notebooks"][ISOLATION_NOTEBOOK]["cells"]
@@ -635,11 +636,19 @@ def test_silenced_or_broken_probes_are_told_why(isolation):
 def test_the_kernel_reaches_no_verdict_and_feedback_shows_no_grader_line(isolation):
     ws = isolation["ws"]
     printed = adversarial_output(ws, "file_printer", ISOLATION_ASSIGNMENT, ISOLATION_NOTEBOOK)
-    seen = printed.rsplit("SEEN", 1)[1]
+    seen = printed.split("SEEN", 1)[1].split("\n", 1)[0]
+    assert "hidden/probes/kit.py" in seen, seen[:2000]  # the probes are readable: they run in the kernel
     assert str(VERDICT_FILES) not in seen and "reference.py" not in seen, seen[:2000]
     assert "labels" not in seen and ".grading_secret" not in seen, seen[:2000]
-    lines = {line.strip() for path in GRADER_FILES.rglob("*.py")
-             for line in path.read_text(encoding="utf-8").split("\n") if len(line.strip()) >= 16}
+
+    def lines_of(paths: Any) -> set[str]:
+        return {line.strip() for path in paths for line in path.read_text(encoding="utf-8").split("\n")
+                if len(line.strip()) >= 16}
+
+    # lines of grader files that no file a learner may read (mytorch_lib, the release) has as well
+    public = lines_of((REPO_ROOT / "mytorch_lib").rglob("*.py")) | lines_of(
+        (ws.release_dir / ISOLATION_ASSIGNMENT).glob("*.ipynb"))
+    lines = lines_of(GRADER_FILES.rglob("*.py")) - public
     checked = 0
     for student in isolation["plan"]:
         page = ws.root / "feedback" / student / ISOLATION_ASSIGNMENT / f"{ISOLATION_NOTEBOOK}.html"
@@ -650,7 +659,8 @@ def test_the_kernel_reaches_no_verdict_and_feedback_shows_no_grader_line(isolati
         import html as html_module
 
         visible = html_module.unescape(text)
-        leaked = sorted(line for line in lines if line in visible)
+        shown = {line.strip() for line in visible.split("\n")}
+        leaked = sorted(lines & shown)
         assert not leaked, (student, leaked[:5])
         assert "vnd.mytorch.record" not in visible, student
     assert checked >= 8
