@@ -17,11 +17,13 @@ import textwrap
 from typing import Any, Mapping
 
 import nbformat
+import numpy as np
 
 from course_tools.course import SOURCE_DIR, notebooks
 from course_tools.hidden.probes import kit
 from course_tools.hidden.probes.kit import default_seed
 from course_tools.hidden.verdicts.engine import CELL_SEPARATOR, hidden_call, judge
+from course_tools.hidden.verdicts.kit import Evidence, Wrong, decode
 from course_tools.submissions import learner_notebook, solution_text
 
 
@@ -132,3 +134,53 @@ def submission(grading: Any, assignment: str, edits: Mapping[str, Mapping[str, t
     """Every notebook of ``assignment``, filled with the reference solution apart from ``edits``."""
     return {nb.stem: learner_notebook(assignment, nb.stem, edits.get(nb.stem), release_dir=grading.release_dir)
             for nb in notebooks(assignment)}
+
+
+def probe_records(probe: Any, namespace: dict[str, Any], seed: int | None = None) -> list[dict[str, Any]]:
+    """The records the probe function ``probe`` publishes when run in ``namespace`` (no visible part)."""
+    kit.SINK = records = []
+    try:
+        with np.errstate(all="ignore"):
+            probe(namespace, seed=seed)
+    finally:
+        kit.SINK = None
+    return records
+
+
+def means_the_same(encoded: Any, other: Any) -> bool:
+    """True when two record items decode to equal values (then garbling one into the other changes nothing)."""
+    try:
+        return bool(np.all(decode(encoded) == decode(other)))
+    except Exception:  # noqa: BLE001 (arrays of other shapes, exceptions: not the same)
+        return False
+
+
+#: what a tampered kernel might put in place of a record item (None: the item is deleted)
+GARBLES = (None, {"str": "x"}, {"list": []}, {"object": "thing"}, {"raised": "KeyError: 'x'"},
+           {"float": "nan", "type": "float"})
+
+
+def garbled_outcomes(check: Any, record: dict[str, Any], code: str,
+                     garbles: tuple[Any, ...] = GARBLES) -> tuple[int, set[str]]:
+    """Run the verdict ``check`` on ``record`` with each item garbled in each way.
+
+    Returns how many garbled records it refused with :class:`Wrong` and the keys whose garbling it
+    let pass; any other exception propagates (a verdict must never crash on a record).
+    """
+    refused, passed = 0, set()
+    for key in record["items"]:
+        for garbled in garbles:
+            if isinstance(garbled, dict) and means_the_same(garbled, record["items"][key]):
+                continue
+            items = dict(record["items"])
+            if garbled is None:
+                del items[key]
+            else:
+                items[key] = garbled
+            try:
+                check(Evidence(record["behaviour"], int(record["seed"]), items, code))
+            except Wrong:
+                refused += 1
+            else:
+                passed.add(key)
+    return refused, passed

@@ -27,9 +27,9 @@ from course_tools.hidden.probes import kit
 from course_tools.hidden.probes import layers as probes
 from course_tools.hidden.verdicts import layers as verdicts
 from course_tools.hidden.verdicts.engine import HiddenCall, judge
-from course_tools.hidden.verdicts.kit import Evidence, Wrong, decode
+from course_tools.hidden.verdicts.kit import Evidence
 from course_tools.submissions import learner_notebook
-from learner_cells import LEARNER_CODE, failing, reference_code, run_as_notebook, submission, whole_cell
+from learner_cells import GARBLES, garbled_outcomes, probe_records, LEARNER_CODE, failing, reference_code, run_as_notebook, submission, whole_cell
 
 ASSIGNMENT = "02_numpy_library"
 NOTEBOOK = "1_layers"
@@ -238,13 +238,7 @@ CHECKS = tuple(cell.removeprefix("test_") for cell in POINTS)
 
 def hidden_records(namespace: dict, check: str, seed: int | None = None) -> list[dict]:
     """What the probe of ``check`` publishes when run in ``namespace``."""
-    kit.SINK = records = []
-    try:
-        with np.errstate(all="ignore"):
-            getattr(probes, f"check_{check}")(namespace, seed=seed)
-    finally:
-        kit.SINK = None
-    return records
+    return probe_records(getattr(probes, f"check_{check}"), namespace, seed)
 
 
 def hidden_verdict(namespace: dict, check: str, records: list[dict], seed: int | None = None) -> str | None:
@@ -409,13 +403,6 @@ def test_messages_state_no_expected_number():
     assert seen >= 15
 
 
-def _means_the_same(encoded: dict, other: dict) -> bool:
-    try:
-        return bool(np.all(decode(encoded) == decode(other)))
-    except Exception:  # noqa: BLE001 (arrays of other shapes, exceptions: not the same)
-        return False
-
-
 @pytest.mark.parametrize("check", ["linear_forward", "linear_backward_dLdW", "sigmoid_forward", "relu_backward",
                                    "softmax_backward", "swish_forward", "swish_backward_dLdbeta"])
 def test_verdicts_refuse_garbled_records_without_crashing(check: str):
@@ -423,23 +410,7 @@ def test_verdicts_refuse_garbled_records_without_crashing(check: str):
     record, code = hidden_records(namespace, check)[0], namespace[LEARNER_CODE]
     verdict = getattr(verdicts, f"check_{check}")
     verdict(Evidence(record["behaviour"], int(record["seed"]), record["items"], code))
-    refused, passed = 0, set()
-    for key in record["items"]:
-        for garbled in (None, {"str": "x"}, {"list": []}, {"object": "thing"}, {"raised": "KeyError: 'x'"},
-                        {"float": "nan", "type": "float"}, {"missing": True}, "not a description"):
-            if isinstance(garbled, dict) and _means_the_same(garbled, record["items"][key]):
-                continue
-            items = dict(record["items"])
-            if garbled is None:
-                del items[key]
-            else:
-                items[key] = garbled
-            try:
-                verdict(Evidence(record["behaviour"], int(record["seed"]), items, code))
-            except Wrong:
-                refused += 1
-            else:
-                passed.add(key)
+    refused, passed = garbled_outcomes(verdict, record, code, (*GARBLES, {"missing": True}, "not a description"))
     # a verdict may ignore only: the definition record (the class statement in the code decides); what the
     # learner's Sigmoid returned (only ever a second chance); in backward cells, what forward returned and
     # stored (only ever a second chance, or not graded there), and the gradients the cell does not grade

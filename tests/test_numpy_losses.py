@@ -22,9 +22,9 @@ from course_tools.hidden.probes import kit
 from course_tools.hidden.probes import losses as probes
 from course_tools.hidden.verdicts import losses as verdicts
 from course_tools.hidden.verdicts.engine import HiddenCall, judge
-from course_tools.hidden.verdicts.kit import Evidence, Wrong, decode
+from course_tools.hidden.verdicts.kit import Evidence
 from course_tools.submissions import learner_notebook
-from learner_cells import LEARNER_CODE, failing, reference_code, run_as_notebook, whole_cell
+from learner_cells import garbled_outcomes, probe_records, LEARNER_CODE, failing, reference_code, run_as_notebook, whole_cell
 
 ASSIGNMENT = "02_numpy_library"
 NOTEBOOK = "3_losses"
@@ -150,12 +150,7 @@ SPEED_BUGS = {"loops over samples", "loops over samples in backward"}
 
 def hidden_records(namespace: dict, cell: str, seed: int | None = None) -> list[dict]:
     """The records the hidden probe of ``cell`` publishes in ``namespace`` (the visible part is not run)."""
-    kit.SINK = records = []
-    try:
-        getattr(probes, f"check_{cell}")(namespace, seed=seed)
-    finally:
-        kit.SINK = None
-    return records
+    return probe_records(getattr(probes, f"check_{cell}"), namespace, seed)
 
 
 def hidden_verdict(namespace: dict, cell: str, records: list[dict], seed: int | None = None) -> str | None:
@@ -275,36 +270,13 @@ def test_messages_state_no_expected_number():
     assert seen >= 8
 
 
-def _means_the_same(encoded: dict, other: dict) -> bool:
-    try:
-        return bool(np.all(decode(encoded) == decode(other)))
-    except Exception:  # noqa: BLE001 (arrays of other shapes, exceptions: not the same)
-        return False
-
-
 @pytest.mark.parametrize("cell", CELLS)
 def test_verdicts_refuse_garbled_records_without_crashing(cell: str):
     namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK)
     record, code = hidden_records(namespace, cell)[0], namespace[LEARNER_CODE]
     check = getattr(verdicts, f"check_{cell}")
     check(Evidence(record["behaviour"], int(record["seed"]), record["items"], code))
-    refused, passed = 0, set()
-    for key in record["items"]:
-        for garbled in (None, {"str": "x"}, {"list": []}, {"object": "thing"}, {"raised": "KeyError: 'x'"},
-                        {"float": "nan", "type": "float"}):
-            if garbled is not None and _means_the_same(garbled, record["items"][key]):
-                continue
-            items = dict(record["items"])
-            if garbled is None:
-                del items[key]
-            else:
-                items[key] = garbled
-            try:
-                check(Evidence(record["behaviour"], int(record["seed"]), items, code))
-            except Wrong:
-                refused += 1
-            else:
-                passed.add(key)
+    refused, passed = garbled_outcomes(check, record, code)
     # a verdict may ignore only: the definition record (the class statement in the code decides);
     # in backward cells, what forward returned (the forward cells judge it); in ce_stable, the inputs
     # after forward and, when the garbled item makes the gate on ordinary logits fail, backward

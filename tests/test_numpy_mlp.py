@@ -26,7 +26,7 @@ from course_tools.hidden.probes import mlp as probes
 from course_tools.hidden.verdicts import mlp as verdicts
 from course_tools.hidden.verdicts.engine import HiddenCall, judge
 from course_tools.hidden.verdicts.kit import Evidence, Wrong, decode
-from learner_cells import LEARNER_CODE, failing, reference_code, run_as_notebook, submission, whole_cell
+from learner_cells import probe_records, LEARNER_CODE, failing, reference_code, run_as_notebook, submission, whole_cell
 from mytorch_lib.checks import CheckFailure
 from mytorch_lib.recorders import check_backward_wiring, check_forward_wiring, check_layers, recording_layers
 
@@ -134,12 +134,7 @@ def test_each_bug_fails_exactly_its_cells(bug: str):
 
 def hidden_records(namespace: dict, cell: str, seed: int | None = None) -> list[dict]:
     """The records the hidden probe of ``cell`` publishes in ``namespace`` (the visible part is not run)."""
-    kit.SINK = records = []
-    try:
-        getattr(probes, f"check_{cell[len('test_'):]}")(namespace, seed=seed)
-    finally:
-        kit.SINK = None
-    return records
+    return probe_records(getattr(probes, f"check_{cell[len('test_'):]}"), namespace, seed)
 
 
 def hidden_verdict(namespace: dict, cell: str, records: list[dict], seed: int | None = None) -> str | None:

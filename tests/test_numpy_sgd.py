@@ -26,7 +26,7 @@ from course_tools.hidden.probes import sgd as probes
 from course_tools.hidden.verdicts import sgd as verdicts
 from course_tools.hidden.verdicts.engine import HiddenCall, judge
 from course_tools.hidden.verdicts.kit import Evidence, Wrong, decode
-from learner_cells import LEARNER_CODE, failing, reference_code, run_as_notebook, submission, whole_cell
+from learner_cells import probe_records, LEARNER_CODE, failing, reference_code, run_as_notebook, submission, whole_cell
 
 ASSIGNMENT = "02_numpy_library"
 NOTEBOOK = "4_sgd"
@@ -157,12 +157,7 @@ def test_each_bug_fails_exactly_its_cells(bug: str):
 
 def hidden_records(namespace: dict, cell: str, seed: int | None = None) -> list[dict]:
     """The records the hidden probe of ``cell`` publishes in ``namespace`` (the visible part is not run)."""
-    kit.SINK = records = []
-    try:
-        getattr(probes, f"check_{cell}")(namespace, seed=seed)
-    finally:
-        kit.SINK = None
-    return records
+    return probe_records(getattr(probes, f"check_{cell}"), namespace, seed)
 
 
 def hidden_verdict(namespace: dict, cell: str, records: list[dict], seed: int | None = None) -> str | None:
