@@ -141,6 +141,8 @@ class SandboxedExecute(Execute):
     ``MYTORCH_UNSANDBOXED=1`` is the explicit opt-out (student code then runs with your rights).
     """
 
+    _sandbox_checked = False
+
     def preprocess(self, nb: Any, resources: Any, km: Any = None) -> tuple[Any, Any]:
         from course_tools import sandbox
 
@@ -150,8 +152,9 @@ class SandboxedExecute(Execute):
         saved_path = os.environ.get("JUPYTER_PATH")
         try:
             sandboxed = os.environ.get("MYTORCH_UNSANDBOXED", "") not in ("1", "true", "yes")
-            if sandboxed:
-                sandbox.probe()
+            if sandboxed and not SandboxedExecute._sandbox_checked:
+                sandbox.probe()  # once per process: it costs a sandbox start
+                SandboxedExecute._sandbox_checked = True
             else:
                 self.log.warning("MYTORCH_UNSANDBOXED is set: student code runs with your rights, outside the sandbox")
             self._connection_file = sandbox.prepare_kernel(scratch, sandboxed=sandboxed)
@@ -186,12 +189,12 @@ class HiddenTestSeeds(NbGraderPreprocessor):
 
     secret_file = Unicode("", help="file holding the course secret; created on first use").tag(config=True)
 
-    def seed_function(self, nb: Any, resources: Any) -> Any:
+    def seed_function(self, code: str, resources: Any) -> Any:
+        """``grade_id -> seed`` for a notebook whose learner code is ``code``."""
         from course_tools.hidden.verdicts import engine
 
         info = resources.get("nbgrader", {})
         secret = engine.course_secret(self.secret_file or None)
-        code = engine.learner_code(nb)
 
         def seed_of(grade_id: str) -> int:
             return engine.cell_seed(secret, assignment=str(info.get("assignment", "")),
@@ -203,7 +206,7 @@ class HiddenTestSeeds(NbGraderPreprocessor):
     def preprocess(self, nb: Any, resources: Any) -> tuple[Any, Any]:
         from course_tools.hidden.verdicts import engine
 
-        engine.seed_notebook(nb, self.seed_function(nb, resources))
+        engine.seed_notebook(nb, self.seed_function(engine.learner_code(nb), resources))
         return nb, resources
 
 
@@ -218,8 +221,8 @@ class DecideHiddenTests(HiddenTestSeeds):
     def preprocess(self, nb: Any, resources: Any) -> tuple[Any, Any]:
         from course_tools.hidden.verdicts import engine
 
-        seed_of = self.seed_function(nb, resources)
         code = engine.learner_code(nb)
+        seed_of = self.seed_function(code, resources)
         for cell in nb.cells:
             if engine.is_test_cell(cell) and engine.hidden_call(str(cell.source)) is not None:
                 engine.decide_cell(cell, seed_of(cell.metadata["nbgrader"]["grade_id"]), code)
