@@ -221,11 +221,7 @@ class DecideHiddenTests(HiddenTestSeeds):
     def preprocess(self, nb: Any, resources: Any) -> tuple[Any, Any]:
         from course_tools.hidden.verdicts import engine
 
-        code = engine.learner_code(nb)
-        seed_of = self.seed_function(code, resources)
-        for cell in nb.cells:
-            if engine.is_test_cell(cell) and engine.hidden_call(str(cell.source)) is not None:
-                engine.decide_cell(cell, seed_of(cell.metadata["nbgrader"]["grade_id"]), code)
+        engine.decide_notebook(nb, self.seed_function(engine.learner_code(nb), resources))
         return nb, resources
 
 
