@@ -40,7 +40,7 @@ from typing import Any
 import nbformat
 
 from course_tools.course import REPO_ROOT, Workspace, assignments, notebooks
-from course_tools.examples import EXAMPLES
+from course_tools.examples import EXAMPLES, handed_in_files
 from course_tools.submissions import learner_notebook, write_submission
 
 
@@ -82,7 +82,7 @@ def synthetic_class(assignment: str, release_dir: Path, size: int) -> dict[str, 
 def submit_class(workspace: Workspace, assignment: str, students: dict[str, dict[str, Any]]) -> None:
     for student, nbs in students.items():
         write_submission(workspace.path("submitted", student, assignment), nbs,
-                         release_folder=workspace.release_dir / assignment)
+                         release_folder=workspace.release_dir / assignment, files=handed_in_files(assignment))
 
 
 def gradebook_dump(db_url: str, assignment: str, course_id: str = "mytorch") -> dict[tuple, tuple]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from course_tools.course import REPO_ROOT, Workspace, assignments, notebooks
-from course_tools.examples import EXAMPLES, Example
+from course_tools.examples import EXAMPLES, Example, handed_in_files
 from course_tools.release import generate_release
 from course_tools.submissions import learner_notebook, write_submission
 
@@ -26,7 +26,8 @@ def submit_example(workspace: Workspace, example: Example, assignment: str) -> P
         for nb in notebooks(assignment)
     }
     return write_submission(workspace.path("submitted", example.student, assignment), nbs,
-                            release_folder=workspace.release_dir / assignment)
+                            release_folder=workspace.release_dir / assignment,
+                            files=handed_in_files(assignment, filled=example.filled))
 
 
 def format_table(rows: list[list[str]]) -> str:

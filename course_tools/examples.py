@@ -9,9 +9,45 @@ reference solution elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 from course_tools.submissions import Edits
+
+
+#: Files the examples hand in besides their notebooks, one folder per assignment: the classification
+#: notebook's ``model.pt`` and ``predictions.npy``, saved by the reference solution's run with seed 0:
+#: ``python -m course_tools.torch_baselines --assignments 04_torch_classification --seeds 0 --variants reference
+#: --save-files course_tools/example_files/04_torch_classification``.
+EXAMPLE_FILES = Path(__file__).resolve().parent / "example_files"
+
+
+#: The cells of the classification notebook whose code decides the trained example model, and the
+#: SHA-256 of their source when ``example_files/04_torch_classification/model.pt`` was trained
+#: (:func:`recipe_digest`). A test fails when the reference changes and the model was not retrained.
+EXAMPLE_MODEL_CELLS = ("setup", "data_load", "to_device", "answer_train", "answer_build_model", "answer_training")
+EXAMPLE_MODEL_RECIPE = "fef03036d7c4bc6423d421e43c33773732adaca28110b41309b9ae4114d3286a"
+
+
+def recipe_digest(assignment: str = "04_torch_classification", notebook: str = "torch_classification") -> str:
+    """SHA-256 of the source of :data:`EXAMPLE_MODEL_CELLS` in the instructors' notebook, in that order."""
+    import hashlib
+
+    import nbformat
+
+    from course_tools.course import SOURCE_DIR
+
+    nb = nbformat.read(SOURCE_DIR / assignment / f"{notebook}.ipynb", as_version=4)
+    cells = {cell.get("id"): cell.source for cell in nb.cells}
+    return hashlib.sha256("\0".join(cells[c] for c in EXAMPLE_MODEL_CELLS).encode()).hexdigest()
+
+
+def handed_in_files(assignment: str, *, filled: bool = True) -> dict[str, Path]:
+    """name -> path of the files a filled example hands in with ``assignment`` (none for an untouched release)."""
+    folder = EXAMPLE_FILES / assignment
+    if not filled or not folder.is_dir():
+        return {}
+    return {path.name: path for path in sorted(folder.iterdir()) if path.is_file()}
 
 
 @dataclass(frozen=True)

@@ -511,6 +511,7 @@ def _student(key: str) -> str:
 def _grade_task(workspace: Any, assignment: str, task: Task, reference: dict[str, Any]) -> Graded:
     """Submit ``task`` into ``workspace`` (assignment already generated) and autograde its notebook."""
     from course_tools.course import NbgraderStepFailed
+    from course_tools.examples import handed_in_files
     from course_tools.submissions import learner_notebook, write_submission
 
     started = time.perf_counter()
@@ -523,7 +524,8 @@ def _grade_task(workspace: Any, assignment: str, task: Task, reference: dict[str
             nbs[m.notebook] = learner_notebook(assignment, m.notebook, {m.grade_id: (m.original, m.mutated)},
                                                release_dir=workspace.release_dir)
         submitted = write_submission(workspace.path("submitted", student, assignment), nbs,
-                                     release_folder=workspace.release_dir / assignment)
+                                     release_folder=workspace.release_dir / assignment,
+                                     files=handed_in_files(assignment))
         # The graded notebook may import its siblings' classes: put them where a
         # whole-assignment autograde would have written them.
         graded_dir = workspace.path("autograded", student, assignment)

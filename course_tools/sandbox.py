@@ -77,7 +77,8 @@ class SandboxSettings:
             "setpriv": find_tool("setpriv") if sandboxed and os.geteuid() == 0 else None,
             "python": sys.executable,
             "python_path": [str(REPO_ROOT)] if sandboxed else [str(probe_only_path(Path(scratch_dir) / "kernel-path"))],
-            "read_only": read_only_paths(),
+            "read_only": read_only_paths() + ([str(data)] if (data := course_data_folder()) else []),
+            "env": {"MYTORCH_DATA": str(data)} if data else {},
             "memory_bytes": self.memory_mb * 2**20,
             "max_processes": self.max_processes,
             "file_size_bytes": self.file_size_mb * 2**20,
@@ -105,6 +106,17 @@ def read_only_paths() -> list[str]:
     paths = {os.path.realpath(sys.base_prefix), os.path.abspath(sys.prefix), os.path.realpath(sys.prefix)}
     paths |= {str(REPO_ROOT / p) for p in COURSE_READ_ONLY}
     return sorted(p for p in paths if os.path.exists(p))
+
+
+def course_data_folder() -> Path | None:
+    """The folder with the Fashion-MNIST training files on this machine (``mytorch_lib.fashion``), if any.
+
+    Kernels see it read-only and find it through ``MYTORCH_DATA``: the classification
+    notebook loads its training images from there, and so do its probes.
+    """
+    from mytorch_lib.fashion import TRAIN_FILES, data_folders
+
+    return next((f.resolve() for f in data_folders() if all((f / n).is_file() for n in TRAIN_FILES)), None)
 
 
 def prepare_matplotlib_cache(folder: Path) -> Path | None:

@@ -74,8 +74,13 @@ def learner_notebook(
     return release
 
 
-def write_submission(folder: Path, notebooks: Mapping[str, Any], *, release_folder: Path | None = None) -> Path:
-    """Write a submission folder: the given notebooks plus the release's other files."""
+def write_submission(folder: Path, notebooks: Mapping[str, Any], *, release_folder: Path | None = None,
+                     files: Mapping[str, Path] | None = None) -> Path:
+    """Write a submission folder: the given notebooks, the release's other files and ``files`` (name -> source).
+
+    ``files`` are what a learner hands in besides the notebooks, such as a trained ``model.pt``
+    (see :func:`course_tools.examples.handed_in_files`).
+    """
     folder = Path(folder)
     if folder.exists():
         shutil.rmtree(folder)
@@ -84,4 +89,6 @@ def write_submission(folder: Path, notebooks: Mapping[str, Any], *, release_fold
     folder.mkdir(parents=True, exist_ok=True)
     for name, nb in notebooks.items():
         nbformat.write(nb, folder / f"{name}.ipynb")
+    for name, source in (files or {}).items():
+        shutil.copy(source, folder / name)
     return folder

@@ -2,7 +2,11 @@
 
 Each run executes a *source* notebook (solutions and hidden tests included)
 top to bottom in a fresh kernel, in a copy of its assignment folder, after
-applying a variant's edits and the seed, and reports:
+applying a variant's edits and the seed. The classification notebook is run
+twice in the same folder, as a learner and then as the grader: first as a
+learner runs it (it trains and saves ``model.pt``), then as nbgrader runs it
+(``NBGRADER_EXECUTION`` set: it only loads and measures the saved model). Each
+run reports:
 
 - the score every graded cell would get: the hidden cells' records (display
   outputs of the executed copy, which runs with each cell's default seed) are
@@ -15,13 +19,15 @@ applying a variant's edits and the seed, and reports:
   time (process time of the kernel: on a busy machine wall times grow, while
   CPU time stays close to what an idle machine takes).
 
-``autograde`` mode sets ``NBGRADER_EXECUTION`` as nbgrader does (the
-classification notebook then trains for fewer epochs); ``normal`` mode is a
-learner running the notebook. Examples::
+For the regression notebook, ``autograde`` mode sets ``NBGRADER_EXECUTION``
+as nbgrader does and ``normal`` mode is a learner running the notebook; the
+classification notebook always runs both ways, one after the other. Examples::
 
     python -m course_tools.torch_baselines                      # 5 seeds, both modes, weak models
-    python -m course_tools.torch_baselines --seeds 0 --modes autograde --assignments 04_torch_classification
+    python -m course_tools.torch_baselines --seeds 0 1 2 --assignments 04_torch_classification
     python -m course_tools.torch_baselines --json build/torch_baselines.json
+    python -m course_tools.torch_baselines --assignments 04_torch_classification --seeds 0 \
+        --variants reference --save-files course_tools/example_files/04_torch_classification
 """
 
 from __future__ import annotations
@@ -54,7 +60,14 @@ NOTEBOOK = {REGRESSION: "torch_regression", CLASSIFICATION: "torch_classificatio
 #: The verdict module of each notebook (its ``metrics`` gives the reported numbers).
 VERDICTS = {REGRESSION: "torch_regression", CLASSIFICATION: "torch_classification"}
 #: The cell that trains the graded model, timed separately.
-TRAINING_CELL = {REGRESSION: "training_run", CLASSIFICATION: "answer_training"}
+TRAINING_CELL = {REGRESSION: "training_run", CLASSIFICATION: "training_run"}
+#: Notebooks graded from what the learner's run saved (run as a learner, then as the grader).
+GRADED_FROM_SAVED_MODEL = {CLASSIFICATION}
+#: The files such a notebook's learner run saves and the learner hands in with it.
+HANDED_IN = {CLASSIFICATION: ("model.pt", "predictions.npy")}
+#: Cells replaced in the runs of most variants: teaching demos that train models of their own (the
+#: linear model and the MLP of the classification notebook, measured by variants of their own).
+SKIPPED_CELLS = {CLASSIFICATION: {"baselines": "baselines = {}"}}
 SEED_LINE = "SEED = 0"
 METRICS_MARKER = "MYTORCH_METRICS "
 
@@ -65,6 +78,8 @@ class Variant:
 
     description: str
     edits: Edits = field(default_factory=dict)
+    #: Also run the teaching cells that train models of their own (:data:`SKIPPED_CELLS`).
+    runs_demos: bool = False
 
 
 _REGRESSOR_NET = """self.net = nn.Sequential(
@@ -73,13 +88,18 @@ _REGRESSOR_NET = """self.net = nn.Sequential(
             nn.Linear(hidden, 1),
         )"""
 _CLASSIFIER_NET = """return nn.Sequential(
-        nn.Flatten(),                        # N x 784
-        nn.Linear(784, 256), nn.ReLU(),      # N x 256
-        nn.Linear(256, 128), nn.ReLU(),      # N x 128
-        nn.Linear(128, 10),                  # N x 10 logits (no softmax)
+        nn.Conv2d(1, 16, kernel_size=3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),   # N x 16 x 28 x 28
+        nn.MaxPool2d(2),                                                             # N x 16 x 14 x 14
+        nn.Conv2d(16, 32, kernel_size=3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),  # N x 32 x 14 x 14
+        nn.MaxPool2d(2),                                                             # N x 32 x 7 x 7
+        nn.Flatten(),                                                                # N x 1568
+        nn.Dropout(0.25), nn.Linear(32 * 7 * 7, 128), nn.ReLU(),                     # N x 128
+        nn.Linear(128, 10),                                                          # N x 10 logits
     )"""
-_TRAINING_SETTINGS = """EPOCHS = 5 if is_autograding() else 10   # fewer epochs while the notebook is graded
-BATCH_SIZE = 64"""
+_FINAL_TRAINING = "history = train(model, EPOCHS, lr=3e-3, batch_size=128, one_cycle=True)"
+_LINEAR = "return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))"
+_MLP = ("return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), "
+        "nn.Linear(128, 10))")
 
 #: assignment -> variant name -> variant. ``reference`` is the instructors' solution.
 VARIANTS: dict[str, dict[str, Variant]] = {
@@ -91,13 +111,21 @@ VARIANTS: dict[str, dict[str, Variant]] = {
                             {"answer_train": ("range(epochs)", "range(min(epochs, 1))")}),
     },
     CLASSIFICATION: {
-        "reference": Variant("the reference solution"),
-        "linear": Variant("a linear model: build_model() is Flatten + Linear(784, 10), trained like the reference",
-                          {"answer_build_model": (_CLASSIFIER_NET, "return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))")}),
-        "one_step": Variant("a single Adam step on one batch of 7,000 images",
-                            {"answer_training": (_TRAINING_SETTINGS, "EPOCHS = 1\nBATCH_SIZE = 7000")}),
-        "ten_steps": Variant("ten Adam steps on batches of 700 images (one epoch)",
-                             {"answer_training": (_TRAINING_SETTINGS, "EPOCHS = 1\nBATCH_SIZE = 700")}),
+        "reference": Variant("the reference solution", runs_demos=True),
+        "linear": Variant("a linear model (Flatten + Linear(784, 10)), trained as the notebook trains it: 5 epochs, "
+                          "train()'s defaults",
+                          {"answer_build_model": (_CLASSIFIER_NET, _LINEAR),
+                           "answer_training": (_FINAL_TRAINING, "history = train(model, 5)")}, runs_demos=True),
+        "mlp": Variant("an MLP (784-256-128-10, ReLU), trained as the notebook trains it: 10 epochs, train()'s defaults",
+                       {"answer_build_model": (_CLASSIFIER_NET, _MLP),
+                        "answer_training": (_FINAL_TRAINING, "history = train(model, 10)")}),
+        "mlp_tuned": Variant("the same MLP trained with the reference's recipe (one-cycle, lr 3e-3) for 10 epochs",
+                             {"answer_build_model": (_CLASSIFIER_NET, _MLP),
+                              "answer_training": (_FINAL_TRAINING, _FINAL_TRAINING.replace("EPOCHS", "10"))}),
+        "one_epoch": Variant("the reference design trained for a single epoch (one-cycle)",
+                             {"answer_training": (_FINAL_TRAINING, _FINAL_TRAINING.replace("EPOCHS", "1"))}),
+        "untrained": Variant("the reference design, never trained: model.pt holds its initial weights",
+                             {"answer_training": (_FINAL_TRAINING, 'history = {"loss": [], "val_accuracy": []}')}),
     },
 }
 
@@ -121,13 +149,15 @@ class Run:
         return [name for name, (got, full) in self.cells.items() if got < full]
 
 
-def apply_edits(nb: Any, edits: Edits, *, seed: int) -> Any:
-    """Apply ``edits`` (grade_id -> (find, replace)) and the seed to a source notebook, in place."""
+def apply_edits(nb: Any, edits: Edits, *, seed: int, skipped: dict[str, str] | None = None) -> Any:
+    """Apply ``edits`` (grade_id -> (find, replace)), the seed and ``skipped`` (cell id -> new source), in place."""
     pending = dict(edits)
     seeded = False
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
+        if skipped and cell.get("id") in skipped:
+            cell.source = skipped[cell["id"]]
         if cell.get("id") == "setup":
             if SEED_LINE not in cell.source:
                 raise ValueError(f"the setup cell has no line {SEED_LINE!r}")
@@ -210,32 +240,53 @@ def score_cells(nb: Any, ignore_pattern: str) -> dict[str, tuple[float, float]]:
 
 
 def run_variant(assignment: str, variant: str = "reference", *, seed: int = 0, mode: str = "autograde",
-                timeout: int = 600) -> Run:
-    """Execute one variant of a PyTorch notebook with ``seed`` in ``mode`` (``normal`` or ``autograde``)."""
+                timeout: int = 1800, save_files: Path | None = None) -> Run:
+    """Execute one variant of a PyTorch notebook with ``seed`` in ``mode`` (``normal`` or ``autograde``).
+
+    A notebook graded from a saved model (classification) runs as a learner and then as the
+    grader, whatever ``mode``; ``save_files`` (a folder) then receives a copy of the files the
+    learner's run saved to hand in (:data:`HANDED_IN`).
+    """
     if mode not in ("normal", "autograde"):
         raise ValueError(f"mode must be 'normal' or 'autograde', got {mode!r}")
     name = NOTEBOOK[assignment]
     nb = nbformat.read(SOURCE_DIR / assignment / f"{name}.ipynb", as_version=4)
-    apply_edits(nb, VARIANTS[assignment][variant].edits, seed=seed)
+    chosen = VARIANTS[assignment][variant]
+    apply_edits(nb, chosen.edits, seed=seed, skipped=None if chosen.runs_demos else SKIPPED_CELLS.get(assignment))
+    plain = nbformat.from_dict(nb)
     _instrument(nb, assignment)
-    extra = {"NBGRADER_EXECUTION": "autograde"} if mode == "autograde" else {}
+    two_runs = assignment in GRADED_FROM_SAVED_MODEL
+    grading_env = kernel_environment(NBGRADER_EXECUTION="autograde")
     with tempfile.TemporaryDirectory(prefix="mytorch-baseline-") as tmp:
         folder = Path(tmp) / assignment
         shutil.copytree(SOURCE_DIR / assignment, folder, ignore=shutil.ignore_patterns("*.ipynb", "__pycache__"))
         path = folder / f"{name}.ipynb"
         nbformat.write(nb, path)
-        execution = run_notebook(path, timeout=timeout, env=kernel_environment(**extra))
-    executed = execution.notebook
+        learner = run_notebook(path, timeout=timeout,
+                               env=kernel_environment() if two_runs or mode == "normal" else grading_env)
+        graded = learner
+        if two_runs:
+            if save_files is not None:
+                save_files.mkdir(parents=True, exist_ok=True)
+                for file_name in HANDED_IN[assignment]:
+                    shutil.copy(folder / file_name, save_files / file_name)
+            nbformat.write(plain, path)
+            graded = run_notebook(path, timeout=timeout, env=grading_env)
+    executed = graded.notebook
     metrics: dict[str, float] = grader_metrics(assignment, evidence_of(executed))
     decide_notebook(executed)
     cells = score_cells(executed, load_config().IgnorePattern.pattern)
-    for out in executed.cells[-1].get("outputs", []):
+    for out in learner.notebook.cells[-1].get("outputs", []):
         for line in out.get("text", "").splitlines():
             if line.startswith(METRICS_MARKER):
                 metrics.update(json.loads(line[len(METRICS_MARKER):]))
-    training = next(c for c in executed.cells if c.get("id") == TRAINING_CELL[assignment])
+    if two_runs:
+        metrics["grading_seconds"] = graded.seconds
+    training = next(c for c in learner.notebook.cells if c.get("id") == TRAINING_CELL[assignment])
+    mode = "learner+grader" if two_runs else mode
     return Run(assignment, variant, seed, mode, sum(c[0] for c in cells.values()), sum(c[1] for c in cells.values()),
-               cells, metrics, execution.seconds, _cell_seconds(training), execution.problems())
+               cells, metrics, learner.seconds, _cell_seconds(training), learner.problems() + graded.problems()
+               if graded is not learner else learner.problems())
 
 
 KEY_METRIC = {REGRESSION: "heldout_mse", CLASSIFICATION: "test_accuracy"}
@@ -277,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weak-seeds", nargs="*", type=int, default=[0], help="seeds of the weak variants")
     parser.add_argument("--variants", nargs="*", help="only these variants (default: all)")
     parser.add_argument("--json", type=Path, help="also write every run to this JSON file")
+    parser.add_argument("--save-files", type=Path,
+                        help="copy the files the classification reference's first seed hands in (model.pt, "
+                             "predictions.npy) into this folder (the example submissions' files: "
+                             "course_tools/example_files/04_torch_classification)")
     args = parser.parse_args(argv)
     runs: list[Run] = []
     for assignment in args.assignments:
@@ -284,9 +339,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.variants and variant not in args.variants:
                 continue
             seeds = args.seeds if variant == "reference" else args.weak_seeds
-            for mode in args.modes:
+            modes = ["normal"] if assignment in GRADED_FROM_SAVED_MODEL else args.modes
+            for mode in modes:
                 for seed in seeds:
-                    run = run_variant(assignment, variant, seed=seed, mode=mode)
+                    keep = (args.save_files if assignment == CLASSIFICATION and variant == "reference"
+                            and seed == seeds[0] else None)
+                    run = run_variant(assignment, variant, seed=seed, mode=mode, save_files=keep)
+                    if keep is not None:
+                        from course_tools.examples import recipe_digest
+
+                        print(f"saved {', '.join(HANDED_IN[assignment])} in {keep}; pin EXAMPLE_MODEL_RECIPE = "
+                              f"{recipe_digest()!r} in course_tools/examples.py", flush=True)
                     runs.append(run)
                     print(_line(run), flush=True)
                     for problem in run.problems:

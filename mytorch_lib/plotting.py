@@ -1,4 +1,4 @@
-"""Plots the notebooks share: curves, functions, fits, images, confusion matrices.
+"""Plots the notebooks share: curves, functions, fits, images, confusion matrices, first-layer weights.
 
 Each function draws on the given matplotlib ``ax`` (or a new figure) and
 returns the axes, so notebooks can combine plots in one figure.
@@ -6,7 +6,7 @@ returns the axes, so notebooks can combine plots in one figure.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -17,6 +17,7 @@ __all__ = [
     "plot_feature_histograms",
     "plot_fit_1d",
     "plot_function_and_derivative",
+    "show_first_layer",
     "show_images",
 ]
 
@@ -122,6 +123,7 @@ def plot_confusion_matrix(
     predictions: np.ndarray,
     *,
     num_classes: int,
+    class_names: Sequence[str] | None = None,
     ax: plt.Axes | None = None,
 ) -> plt.Axes:
     """Counts of (true class, predicted class) pairs as a heat map with the numbers written in."""
@@ -139,7 +141,44 @@ def plot_confusion_matrix(
     ax.set_ylabel("true class")
     ax.set_xticks(range(num_classes))
     ax.set_yticks(range(num_classes))
+    if class_names is not None:
+        ax.set_xticklabels(class_names, rotation=60, ha="right", fontsize=8)
+        ax.set_yticklabels(class_names, fontsize=8)
     return ax
+
+
+def show_first_layer(model: Any, *, n_max: int = 32) -> plt.Figure:
+    """The weights of a network's first learned layer, drawn as images.
+
+    A ``Conv2d`` shows each output channel's kernel (first input channel); a
+    ``Linear`` that reads flattened square images shows each unit's weights as an
+    image of that size. Blue is negative, red positive, white zero.
+    """
+    import torch
+
+    first = next((m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))), None)
+    if first is None:
+        raise ValueError("the network has no Conv2d or Linear layer to show")
+    weights = first.weight.detach().float().cpu().numpy()
+    if isinstance(first, torch.nn.Conv2d):
+        kernels, title = weights[:, 0], f"first Conv2d: {weights.shape[0]} kernels of {weights.shape[2]} x {weights.shape[3]}"
+    else:
+        side = int(round(np.sqrt(weights.shape[1])))
+        if side * side != weights.shape[1]:
+            raise ValueError(f"the first Linear layer reads {weights.shape[1]} inputs, not a square image")
+        kernels, title = weights.reshape(-1, side, side), f"first Linear: weights of {weights.shape[0]} units"
+    kernels = kernels[:n_max]
+    n_cols = min(8, len(kernels))
+    n_rows = int(np.ceil(len(kernels) / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.2 * n_cols, 1.2 * n_rows + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k < len(kernels):
+            top = float(np.abs(kernels[k]).max()) or 1.0
+            ax.imshow(kernels[k], cmap="bwr", vmin=-top, vmax=top)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def plot_feature_histograms(

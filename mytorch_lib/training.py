@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
-__all__ = ["fit", "is_autograding", "pick_device", "progress"]
+__all__ = ["fit", "is_autograding", "load_trained_model", "pick_device", "progress"]
 
 T = TypeVar("T")
 
@@ -66,3 +66,22 @@ def pick_device() -> Any:
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_trained_model(build_model: Callable[[], Any], path: str = "model.pt", device: Any = None) -> Any:
+    """A fresh ``build_model()`` holding the weights saved in ``path``, on ``device``, in eval mode.
+
+    Raises ``FileNotFoundError`` with what to do when the file is missing, and
+    ``RuntimeError`` (PyTorch's message) when its weights do not fit the network.
+    """
+    import torch
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} was not found next to the notebook. The grader evaluates the {path} you submit and never "
+            f"trains: run the notebook outside grading (the training cell, then the cell that saves {path}) "
+            f"and hand in {path} together with the notebook.")
+    model = build_model()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.eval()
+    return model if device is None else model.to(device)

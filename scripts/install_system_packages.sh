@@ -10,6 +10,9 @@
 #   postgresql  the server the PostgreSQL gradebook tests start on loopback
 #               (tests/test_postgres.py starts its own server; the default cluster is unused)
 #   util-linux  setpriv and prlimit, used by the sandbox and its tests (normally present)
+#   dataset-fashion-mnist  Fashion-MNIST under /usr/share/datasets/fashion-mnist: the training
+#               images of the classification notebook (graders need them; learners' notebooks
+#               fetch them otherwise) and the source of the grader's test split (DATA.md)
 set -euo pipefail
 
 PACKAGES=(
@@ -17,6 +20,7 @@ PACKAGES=(
   bubblewrap
   postgresql
   util-linux
+  dataset-fashion-mnist
 )
 
 missing=()

@@ -31,14 +31,18 @@ class GradingSession:
     def release_dir(self) -> Path:
         return self.workspace.release_dir
 
-    def grade(self, student: str, assignment: str, nbs: dict[str, Any]) -> dict[str, Any]:
-        """Submit ``nbs`` (name -> notebook) as ``student`` and return the gradebook scores."""
+    def grade(self, student: str, assignment: str, nbs: dict[str, Any],
+              files: dict[str, Path] | None = None) -> dict[str, Any]:
+        """Submit ``nbs`` (name -> notebook) and ``files`` (name -> path; default: the reference's handed-in
+        files, such as its trained model.pt) as ``student`` and return the gradebook scores."""
+        from course_tools.examples import handed_in_files
         from course_tools.submissions import write_submission
 
         key = (student, assignment)
         if key not in self._graded:
             write_submission(self.workspace.path("submitted", student, assignment), nbs,
-                             release_folder=self.release_dir / assignment)
+                             release_folder=self.release_dir / assignment,
+                             files=handed_in_files(assignment) if files is None else files)
             self.workspace.autograde(assignment, student)
             self._graded[key] = self.workspace.scores(assignment, student)
         return self._graded[key]

@@ -18,7 +18,8 @@ import pytest
 
 from conftest import ASSIGNMENTS, NOTEBOOK_IDS, NOTEBOOKS
 from course_tools.course import RELEASE_DIR, SOURCE_DIR, notebooks
-from course_tools.execute import run_notebook
+from course_tools.examples import handed_in_files
+from course_tools.execute import kernel_environment, run_notebook
 from course_tools.submissions import learner_notebook
 
 HIDDEN = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
@@ -80,9 +81,16 @@ def test_grade_ids_unique_and_points_add_up(assignment: str, name: str):
 
 @pytest.mark.parametrize("assignment, name", NOTEBOOKS, ids=NOTEBOOK_IDS)
 def test_solution_runs_clean(assignment: str, name: str, tmp_path: Path):
+    """Every solution notebook runs clean. One graded from the files a learner's run saves (the trained model of
+    the classification notebook) runs as grading runs it, with the example's files; its learner run, which
+    trains for minutes, is covered by the baselines (tests/test_torch_classification.py)."""
     folder = tmp_path / assignment
     shutil.copytree(SOURCE_DIR / assignment, folder)
-    execution = run_notebook(folder / f"{name}.ipynb")
+    handed_in = handed_in_files(assignment)
+    for file_name, path in handed_in.items():
+        shutil.copy(path, folder / file_name)
+    env = kernel_environment(NBGRADER_EXECUTION="autograde") if handed_in else None
+    execution = run_notebook(folder / f"{name}.ipynb", env=env)
     assert execution.problems() == [], "the solution notebook must run without error or warning"
 
 
@@ -138,6 +146,6 @@ def test_reference_solution_scores_full_marks(assignment: str, grading):
 def test_untouched_release_scores_zero(assignment: str, grading):
     nbs = {nb.stem: learner_notebook(assignment, nb.stem, filled=False, release_dir=grading.release_dir)
            for nb in notebooks(assignment)}
-    scores = grading.grade("untouched", assignment, nbs)
+    scores = grading.grade("untouched", assignment, nbs, files={})
     assert scores["max_score"] > 0
     assert scores["score"] == 0, f"{assignment}: the untouched release scored {scores['score']}"

@@ -1,26 +1,32 @@
-"""04_torch_classification: the data, the grader-only test split, and grading by test-set accuracy.
+"""04_torch_classification: Fashion-MNIST, the grader-only test split, and grading of the submitted model.
 
-- The committed MNIST files match their pinned digests; the test split shares
-  no image with the training split and appears nowhere learners get files
-  from (``source/``, ``release/``, ``mytorch_lib/``), compared image by image;
-  its labels are kept apart from its images, outside what the grading sandbox mounts.
-- Each hidden region's probe runs in this process on the notebook's own cells and
-  its record is judged by course_tools.hidden.verdicts.torch_classification, as in
-  grading: the reference solution reaches 90 % with margin for 5 seeds in the
-  grading configuration, a model trained for ten steps gets partial credit, and
-  classic slips cost their own cell. Tampered records fail.
-- One weak submission (a single training step) goes through nbgrader.
+- Data: the loader finds the training split (MYTORCH_DATA, the Debian package, its cache) or
+  fetches it once and checks it against its pinned digest; the committed test split matches its
+  digests, shares no image with the training split, is never shipped to learners (compared image by
+  image) and keeps its labels outside what the grading sandbox mounts.
+- Grading in process: the notebook's cells run as in a grading run (``NBGRADER_EXECUTION`` set:
+  nothing is trained, the submitted ``model.pt`` is loaded) and each hidden region's record is judged
+  by course_tools.hidden.verdicts.torch_classification. The example model trained by the reference
+  passes everything with 91 % or more; an untrained network and a linear model lose the accuracy
+  points they should; a missing, unreadable, foreign or oversized ``model.pt`` costs exactly the
+  points that need it, with a message; classic slips cost their own cell; tampered records fail.
+- The bar (``course_tools.torch_baselines``): a linear model and a plain MLP, trained as the notebook
+  trains them, lose the 90 % points; a model that was never trained earns no accuracy point.
+- Through nbgrader: a submission without ``model.pt`` keeps the points of its functions only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
-import io
+import http.server
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -29,33 +35,30 @@ import numpy as np
 import pytest
 import torch
 
-from course_tools import mnist_data
-from course_tools.course import RELEASE_DIR, REPO_ROOT, SOURCE_DIR
+from course_tools import fashion_data
+from course_tools.course import RELEASE_DIR, REPO_ROOT, SOURCE_DIR, notebooks
+from course_tools.examples import EXAMPLE_FILES, EXAMPLE_MODEL_RECIPE, handed_in_files, recipe_digest
 from course_tools.hidden.probes import torch_classification as probes
 from course_tools.hidden.probes.kit import encode, rng
 from course_tools.hidden.verdicts import torch_classification as checks
-from course_tools.hidden.verdicts.kit import Evidence
+from course_tools.hidden.verdicts.engine import hidden_call, judge
+from course_tools.hidden.verdicts.kit import Evidence, GradingMachineError
 from course_tools.sandbox import COURSE_READ_ONLY
-from course_tools.torch_baselines import CLASSIFICATION, VARIANTS, apply_edits
+from course_tools.submissions import learner_notebook
+from course_tools.torch_baselines import CLASSIFICATION, VARIANTS, apply_edits, run_variant
 from learner_cells import reference_code
-from torch_cells import evidence, exec_cells, grade_variant, hidden_verdict, judged, record
+from mytorch_lib import fashion
+import torch_cells
+from torch_cells import evidence, exec_cells, hidden_verdict, judged, record
 
 NOTEBOOK = "torch_classification"
-ANSWERS = ("answer_build_model", "answer_accuracy", "answer_training", "answer_save")
-DATA = """
-images, labels = load_mnist("mnist_train.npz")
-X_train, y_train, X_val, y_val = train_val_split(images, labels)
-"""
+ANSWERS = ("answer_accuracy", "answer_train", "answer_build_model", "answer_training")
+EXAMPLE_MODEL = EXAMPLE_FILES / CLASSIFICATION / "model.pt"
 
 torch.set_num_threads(1)
 
 
 # ---------------------------------------------------------------- data
-
-
-def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return data["images"], data["labels"]
 
 
 def _image_hashes(images: np.ndarray) -> set[str]:
@@ -76,7 +79,7 @@ def _as_images(array: np.ndarray) -> np.ndarray | None:
 
 
 def shipped_image_hashes(*roots: Path) -> set[str]:
-    """Hashes of every 28 x 28 image stored in a .npy/.npz file under ``roots``."""
+    """Hashes of every 28 x 28 image stored in a .npy/.npz/IDX file under ``roots``."""
     found: set[str] = set()
     for root in roots:
         for path in sorted(root.rglob("*")):
@@ -85,6 +88,8 @@ def shipped_image_hashes(*roots: Path) -> set[str]:
             elif path.suffix == ".npz":
                 with np.load(path, allow_pickle=False) as data:
                     arrays = [data[k] for k in data.files]
+            elif "idx3-ubyte" in path.name:
+                arrays = [fashion.read_idx(path)]
             else:
                 continue
             for array in arrays:
@@ -95,79 +100,113 @@ def shipped_image_hashes(*roots: Path) -> set[str]:
 
 
 def _test_split() -> tuple[np.ndarray, np.ndarray]:
-    with np.load(mnist_data.TEST_IMAGES_FILE, allow_pickle=False) as images, \
-            np.load(mnist_data.TEST_LABELS_FILE, allow_pickle=False) as labels:
+    with np.load(probes.TEST_IMAGES_FILE, allow_pickle=False) as images, \
+            np.load(checks.TEST_LABELS_FILE, allow_pickle=False) as labels:
         assert images.files == ["images"] and labels.files == ["labels"], "images and labels are kept apart"
         return images["images"], labels["labels"]
 
 
-def test_committed_data_match_pinned_digests():
-    images, labels = _load(mnist_data.TRAIN_FILE)
-    test_images, test_labels = _test_split()
-    for name, (imgs, labs), size in (("train", (images, labels), 8000), ("test", (test_images, test_labels), 2000)):
-        assert imgs.shape == (size, 28, 28) and imgs.dtype == np.uint8
-        assert labs.shape == (size,) and labs.dtype == np.int64
-    problem = "changed: rebuild it with `python -m course_tools.mnist_data` (see DATA.md)"
-    assert mnist_data.array_digest(images, labels) == mnist_data.DIGESTS["train"], f"{mnist_data.TRAIN_FILE} {problem}"
-    assert mnist_data.array_digest(test_images) == mnist_data.DIGESTS["test_images"], f"test images {problem}"
-    assert mnist_data.array_digest(labels=test_labels) == mnist_data.DIGESTS["test_labels"], f"test labels {problem}"
-    for name, path in mnist_data.FILES.items():
-        assert mnist_data.file_digest(path.read_bytes())[0] == mnist_data.DIGESTS[name]
-    train_counts = np.bincount(labels, minlength=10)
-    test_counts = np.bincount(test_labels, minlength=10)
-    assert np.all(np.abs(test_counts / (train_counts + test_counts) - 0.2) < 0.01), "the split is stratified 80/20"
+@functools.cache
+def _training_split() -> tuple[np.ndarray, np.ndarray]:
+    return fashion.load_fashion_mnist(download=False)
+
+
+def test_committed_test_split_matches_its_digests_and_is_balanced():
+    images, labels = _test_split()
+    assert images.shape == (fashion_data.TEST_SIZE, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (fashion_data.TEST_SIZE,) and labels.dtype == np.int64
+    problem = "changed: rebuild it with `python -m course_tools.fashion_data` (see DATA.md)"
+    assert fashion.array_digest(images) == checks.DIGESTS["test_images"], f"test images {problem}"
+    assert fashion.array_digest(labels=labels) == checks.DIGESTS["test_labels"], f"test labels {problem}"
+    assert np.all(np.bincount(labels, minlength=10) == fashion_data.TEST_SIZE // 10)
+
+
+def test_test_split_is_rebuilt_byte_for_byte_from_the_public_files():
+    """`python -m course_tools.fashion_data --check` rebuilds both files from the Debian package, identical."""
+    built = fashion_data.build_test_split(fashion.DEBIAN_FOLDER)
+    for name, path in fashion_data.FILES.items():
+        assert built[name] == path.read_bytes(), f"{path.name} differs from a fresh build"
+    assert fashion_data.main(["--check"]) == 0
 
 
 def test_test_labels_stay_outside_the_grading_sandbox():
     """The kernel may read the test images (the model must run on them), never their labels."""
     mounted = [REPO_ROOT / part for part in COURSE_READ_ONLY]
-    assert any(mnist_data.TEST_IMAGES_FILE.is_relative_to(p) for p in mounted)
-    assert not any(mnist_data.TEST_LABELS_FILE.is_relative_to(p) for p in mounted)
-    labels = mnist_data.TEST_LABELS_FILE.read_bytes()
+    assert any(probes.TEST_IMAGES_FILE.is_relative_to(p) for p in mounted)
+    assert not any(checks.TEST_LABELS_FILE.is_relative_to(p) for p in mounted)
+    labels = checks.TEST_LABELS_FILE.read_bytes()
     for part in mounted:
         for path in (part.rglob("*") if part.is_dir() else [part]):
             assert not (path.is_file() and path.read_bytes() == labels), f"{path} is a copy of the test labels"
 
 
-def test_test_split_shares_no_image_with_training_split():
-    assert not _image_hashes(_test_split()[0]) & _image_hashes(_load(mnist_data.TRAIN_FILE)[0])
+def test_test_split_shares_no_image_with_the_training_split():
+    assert not _image_hashes(_test_split()[0]) & _image_hashes(_training_split()[0])
 
 
-def test_test_split_is_never_shipped_to_learners():
+def test_test_split_is_never_shipped_to_learners(tmp_path):
+    roots = (SOURCE_DIR, RELEASE_DIR, REPO_ROOT / "mytorch_lib")
     test_hashes = _image_hashes(_test_split()[0])
-    shipped = shipped_image_hashes(SOURCE_DIR, RELEASE_DIR, REPO_ROOT / "mytorch_lib")
-    # the scan does find images: every training image is shipped with the release
-    assert _image_hashes(_load(RELEASE_DIR / CLASSIFICATION / "mnist_train.npz")[0]) <= shipped
-    leaked = test_hashes & shipped
+    leaked = test_hashes & shipped_image_hashes(*roots)
     assert not leaked, f"{len(leaked)} grader-only test images are in source/, release/ or mytorch_lib/"
-    for test_file in (mnist_data.TEST_IMAGES_FILE, mnist_data.TEST_LABELS_FILE):
+    for test_file in (probes.TEST_IMAGES_FILE, checks.TEST_LABELS_FILE):
         test_bytes = test_file.read_bytes()
-        for root in (SOURCE_DIR, RELEASE_DIR, REPO_ROOT / "mytorch_lib"):
+        for root in roots:
             for path in root.rglob("*"):
                 assert not (path.is_file() and path.read_bytes() == test_bytes), f"{path} is a copy of {test_file.name}"
+    # the scan does find images: three test images re-encoded as floats in [0, 1] among other arrays
+    planted = tmp_path / "planted.npz"
+    np.savez(planted, x=np.zeros(3), images=_test_split()[0][[5, 50, 500]].astype(np.float32) / 255)
+    assert len(shipped_image_hashes(tmp_path) & test_hashes) == 3
 
 
-def test_split_is_stratified_deterministic_and_keeps_duplicates_in_training():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(200, 28, 28), dtype=np.uint8)
-    labels = np.repeat(np.arange(10), 20)
-    images[1] = images[0]  # a duplicated image of digit 0
-    first = mnist_data.split(images, labels)
-    second = mnist_data.split(images, labels)
-    for name in ("train", "test"):
-        assert all(np.array_equal(a, b) for a, b in zip(first[name], second[name]))
-    assert np.all(np.bincount(first["test"][1], minlength=10) == 4)
-    assert _image_hashes(images[:1]) <= _image_hashes(first["train"][0])
-    assert not _image_hashes(first["train"][0]) & _image_hashes(first["test"][0])
+@contextlib.contextmanager
+def serving(folder: Path) -> Iterator[str]:
+    """An HTTP server on localhost serving ``folder``; yields its base URL (ends with /)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
 
 
-def test_npz_writer_is_byte_reproducible_and_readable():
-    images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
-    labels = np.array([3, 7], dtype=np.int64)
-    data = mnist_data.write_npz(None, images=images, labels=labels)
-    assert data == mnist_data.write_npz(None, images=images, labels=labels)
-    with np.load(io.BytesIO(data)) as loaded:
-        assert np.array_equal(loaded["images"], images) and np.array_equal(loaded["labels"], labels)
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write uint8 ``array`` as a gzipped IDX file (the format Fashion-MNIST is distributed in)."""
+    import gzip
+
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def test_loader_fetches_once_checks_the_content_and_says_what_to_do(tmp_path, monkeypatch):
+    debian = fashion.DEBIAN_FOLDER
+    monkeypatch.setattr(fashion, "DEBIAN_FOLDER", tmp_path / "no-debian-package")
+    monkeypatch.setattr(fashion, "CACHE_FOLDER", tmp_path / "cache")
+    monkeypatch.delenv("MYTORCH_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="found in none of"):
+        fashion.load_fashion_mnist(download=False)
+    with pytest.raises(FileNotFoundError, match="could not be downloaded"):
+        fashion.load_fashion_mnist(sources=("http://127.0.0.1:9/",))
+    with serving(debian) as url:
+        images, labels = fashion.load_fashion_mnist(sources=("http://127.0.0.1:9/", url))  # the first source is down
+    assert images.shape == (60000, 28, 28) and fashion.array_digest(images, labels) == fashion.TRAIN_DIGEST
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(fashion.TRAIN_FILES)
+    again, _ = fashion.load_fashion_mnist(sources=())  # offline: read from the cache
+    assert np.array_equal(again, images)
+    # MYTORCH_DATA comes first; a folder with other content is refused with what to do
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(tmp_path / "cache" / fashion.TRAIN_FILES[1], other)
+    write_idx(other / fashion.TRAIN_FILES[0], images[::-1])
+    monkeypatch.setenv("MYTORCH_DATA", str(other))
+    with pytest.raises(ValueError, match="delete them"):
+        fashion.load_fashion_mnist()
 
 
 # ---------------------------------------------------------------- grading in process
@@ -178,36 +217,36 @@ def notebook_cell(cell_id: str) -> str:
     return next(c.source for c in nb.cells if c.get("id") == cell_id)
 
 
-def run_notebook_cells(folder: Path, seed: int, **replaced: str) -> dict:
-    """Set-up, data, answer cells (some replaced) run as a notebook would, in ``folder``, with ``SEED = seed``."""
-    setup = notebook_cell("setup").replace("SEED = 0", f"SEED = {seed}")
+def run_graded(folder: Path, handed_in: dict[str, Path] | None, **replaced: str) -> dict:
+    """The notebook's cells as a grading run executes them in ``folder``, with ``handed_in`` (name -> file) there.
+
+    Set-up, data, the answer cells (some replaced), the read-only cell that loads model.pt, the report
+    cell and the read-only saving cell (which writes nothing in a grading run). Nothing is trained.
+    """
+    for name, path in (handed_in or {}).items():
+        shutil.copy(path, folder / name)
     cells = [replaced.get(i) or reference_code(CLASSIFICATION, NOTEBOOK, i) for i in ANSWERS]
-    return exec_cells(setup, DATA, notebook_cell("to_device"), *cells)
-
-
-@contextlib.contextmanager
-def grading_folder(folder: Path) -> Iterator[Path]:
-    """Work in ``folder`` holding a copy of the assignment's data, as in a grading run (NBGRADER_EXECUTION set)."""
-    shutil.copy(mnist_data.TRAIN_FILE, folder / "mnist_train.npz")
+    report = replaced.get("answer_save") or reference_code(CLASSIFICATION, NOTEBOOK, "answer_save")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         patch.setenv("NBGRADER_EXECUTION", "autograde")
-        yield folder
-
-
-@pytest.fixture
-def in_assignment_folder(tmp_path):
-    with grading_folder(tmp_path) as folder:
-        yield folder
+        return exec_cells(notebook_cell("setup"), notebook_cell("data_load"), notebook_cell("to_device"), *cells,
+                          notebook_cell("training_run"), report, notebook_cell("save_files"))
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    """The reference notebook's namespace after training with seed 0 in a grading run."""
-    with grading_folder(tmp_path_factory.mktemp("trained")) as folder:
-        namespace = run_notebook_cells(folder, 0)
-    namespace["_folder"] = folder  # where its model.pt and predictions.npy are
+def graded(tmp_path_factory) -> dict:
+    """The reference notebook's namespace in a grading run of the example submission (its trained model.pt)."""
+    folder = tmp_path_factory.mktemp("graded")
+    namespace = run_graded(folder, handed_in_files(CLASSIFICATION))
+    namespace["_folder"] = folder
     return namespace
+
+
+@pytest.fixture
+def in_graded_folder(graded, monkeypatch):
+    monkeypatch.chdir(graded["_folder"])
+    return graded
 
 
 CELLS = ("test_build_model", "test_accuracy_function", "test_saved_model", "test_predictions", "test_val_accuracy")
@@ -226,47 +265,119 @@ def measured_test_accuracy(ns: dict) -> float:
     return checks.test_accuracy(evidence(CLASSIFICATION, TIERS[0.9], ns))
 
 
-def assert_reference_passes(ns: dict) -> None:
+def test_example_model_was_trained_by_the_current_reference():
+    assert recipe_digest() == EXAMPLE_MODEL_RECIPE, (
+        "the reference cells that decide the example model changed: retrain it with `python -m "
+        "course_tools.torch_baselines --assignments 04_torch_classification --seeds 0 --variants reference "
+        "--save-files course_tools/example_files/04_torch_classification` and pin the printed recipe "
+        "digest in course_tools/examples.py")
+
+
+def test_reference_model_passes_with_91_percent(in_graded_folder):
+    ns = in_graded_folder
     for cell in CELLS:
         assert hidden(cell, ns) is None, cell
     assert passed_tiers(ns) == list(checks.THRESHOLDS)
-    assert measured_test_accuracy(ns) >= 0.93
+    assert measured_test_accuracy(ns) >= 0.91
 
 
-def test_reference_reaches_90_percent_with_margin(trained, monkeypatch):
-    monkeypatch.chdir(trained["_folder"])
-    assert_reference_passes(trained)
+def test_grading_does_not_train(graded):
+    """In a grading run the read-only cell loads model.pt: the model equals the submitted weights."""
+    assert graded["history"] is None
+    submitted = torch.load(EXAMPLE_MODEL, map_location="cpu", weights_only=True)
+    state = graded["model"].state_dict()
+    assert state.keys() == submitted.keys()
+    assert all(torch.equal(state[k].cpu(), submitted[k]) for k in submitted)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_reference_reaches_90_percent_with_margin_other_seeds(seed, in_assignment_folder):
-    assert_reference_passes(run_notebook_cells(in_assignment_folder, seed))
+def handed_in_by(model: torch.nn.Module, folder: Path) -> dict[str, Path]:
+    """model.pt and predictions.npy as a learner's run of ``model`` saves them (in ``folder/learner``)."""
+    out = folder / "learner"
+    out.mkdir()
+    torch.save(model.state_dict(), out / "model.pt")
+    X_val = fashion.to_tensor(fashion.train_val_split(*_training_split())[2])
+    model.eval()
+    with torch.no_grad():
+        np.save(out / "predictions.npy", torch.cat([model(X_val[i:i + 1000]).argmax(dim=1)
+                                                    for i in range(0, len(X_val), 1000)]).numpy())
+    return {"model.pt": out / "model.pt", "predictions.npy": out / "predictions.npy"}
 
 
-@pytest.mark.parametrize("variant, expected_tiers", [("one_step", 0), ("ten_steps", "partial")])
-def test_undertrained_models_lose_accuracy_points(variant, expected_tiers, in_assignment_folder):
-    (grade_id, (find, replace)), = VARIANTS[CLASSIFICATION][variant].edits.items()
-    code = reference_code(CLASSIFICATION, NOTEBOOK, grade_id).replace(find, replace)
-    ns = run_notebook_cells(in_assignment_folder, 0, **{grade_id: code})
-    assert hidden("test_saved_model", ns) is None  # saving and reporting are still right
-    assert hidden("test_val_accuracy", ns) is None
-    passed = len(passed_tiers(ns))
-    if expected_tiers == "partial":
-        assert 0 < passed < len(checks.THRESHOLDS)
-    else:
-        assert passed == expected_tiers
-    assert measured_test_accuracy(ns) < 0.90
+def test_untrained_model_earns_no_accuracy_point(tmp_path):
+    ns = exec_cells("import torch\nfrom torch import nn\nfrom mytorch_lib import seed_everything\nseed_everything(0)",
+                    reference_code(CLASSIFICATION, NOTEBOOK, "answer_build_model"))
+    ns = run_graded(tmp_path, handed_in_by(ns["build_model"](), tmp_path))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert passed_tiers(ns) == []
+        assert measured_test_accuracy(ns) < 0.3
+        for cell in CELLS:  # saving and reporting an untrained model are still right
+            assert hidden(cell, ns) is None, cell
+
+
+def test_one_epoch_linear_model_gets_partial_credit(tmp_path):
+    linear = "def build_model():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        learner = exec_cells(notebook_cell("setup"), notebook_cell("data_load"), notebook_cell("to_device"),
+                             reference_code(CLASSIFICATION, NOTEBOOK, "answer_accuracy"),
+                             reference_code(CLASSIFICATION, NOTEBOOK, "answer_train"), linear,
+                             "seed_everything(0)\nmodel = build_model().to(device)\n_h = train(model, 1)")
+    ns = run_graded(tmp_path, handed_in_by(learner["model"], tmp_path), answer_build_model=linear)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        passed = passed_tiers(ns)
+        assert 0 < len(passed) < len(checks.THRESHOLDS) and 0.9 not in passed
+        assert 0.75 < measured_test_accuracy(ns) < 0.9
+
+
+def _tier_messages(ns: dict) -> set[str]:
+    return {hidden(cell, ns) or "" for cell in TIERS.values()}
+
+
+def test_missing_model_file_costs_the_model_points_with_a_message(tmp_path):
+    """No model.pt: the read-only cell stops with what to do, and each test cell says what is missing."""
+    with pytest.raises(FileNotFoundError, match="hand in model.pt together with the notebook"):
+        run_graded(tmp_path, {})
+    ns = exec_cells("import torch\nfrom torch import nn", reference_code(CLASSIFICATION, NOTEBOOK, "answer_build_model"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        (message,) = _tier_messages(ns)
+        assert "model.pt was not found with your notebook" in message
+
+
+@pytest.mark.parametrize("content, message", [
+    (lambda ns: torch.save(ns["build_model"](), "model.pt"), "could not be read with torch.load"),
+    (lambda ns: Path("model.pt").write_bytes(b"not a model"), "could not be read with torch.load"),
+    (lambda ns: torch.save([torch.zeros(3)], "model.pt"), "holds a list"),
+    (lambda ns: torch.save(torch.nn.Linear(784, 10).state_dict(), "model.pt"), "does not fit build_model()"),
+    (lambda ns: Path("model.pt").write_bytes(os.urandom(1000) * 20_001), "are not graded"),
+], ids=["whole_model_pickled", "garbage", "a_list", "another_network", "oversized"])
+def test_unusable_model_file_gives_a_message_and_no_accuracy_point(content, message, tmp_path):
+    ns = exec_cells("import torch\nfrom torch import nn", reference_code(CLASSIFICATION, NOTEBOOK, "answer_build_model"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        content(ns)
+        (got,) = _tier_messages(ns)
+        assert message in got, got
+
+
+def test_build_model_that_changed_since_training_is_told(in_graded_folder):
+    """model.pt trained with one design, build_model() now another: the message says to retrain."""
+    ns = dict(in_graded_folder)
+    exec(compile("def build_model():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))", "<cell>", "exec"), ns)
+    (got,) = _tier_messages(ns)
+    assert "does not fit build_model()" in got and "run the training cell again" in got
 
 
 @pytest.mark.parametrize("find, replace, message", [
-    ("return (predicted == y).float().mean().item()", "return 100 * (predicted == y).float().mean().item()", "percentage"),
-    (".float().mean().item()", ".float().mean()", "tensor"),
-    ("    model.eval()\n    with torch.no_grad():\n        predicted = model(X).argmax(dim=1)",
-     "    predicted = model(X).argmax(dim=1)\n    model(X).sum().backward()", "gradients"),
-    ("return (predicted == y).float().mean().item()", "return (predicted == y).float().sum().item()", "fraction of images"),
-    ("return (predicted == y).float().mean().item()", "return (predicted[:100] == y[:100]).float().mean().item()",
-     "fraction of images"),
-], ids=["percent", "tensor", "gradients", "count", "first_hundred"])
+    ("return correct / len(X)", "return 100 * correct / len(X)", "percentage"),
+    ("return correct / len(X)", "return torch.tensor(correct / len(X))", "tensor"),
+    ("    model.eval()\n    correct = 0\n    with torch.no_grad():",
+     "    model(X).sum().backward()\n    correct = 0\n    if True:", "gradients"),
+    ("return correct / len(X)", "return float(correct)", "fraction of images"),
+    ("return correct / len(X)", "return correct / 1000", "fraction of images"),
+], ids=["percent", "tensor", "gradients", "count", "divided_by_chunk_size"])
 def test_accuracy_slips(find, replace, message):
     code = reference_code(CLASSIFICATION, NOTEBOOK, "answer_accuracy")
     assert find in code
@@ -274,10 +385,14 @@ def test_accuracy_slips(find, replace, message):
     assert message in (got or ""), got
 
 
-def test_accuracy_passes_for_other_seeds():
-    ns = exec_cells("import torch\nfrom torch import nn", reference_code(CLASSIFICATION, NOTEBOOK, "answer_accuracy"))
+def test_accuracy_in_one_pass_and_other_seeds_pass():
+    one_pass = ("def accuracy(model, X, y):\n    model.eval()\n    with torch.no_grad():\n"
+                "        return (model(X).argmax(dim=1) == y).float().mean().item()")
+    for code in (reference_code(CLASSIFICATION, NOTEBOOK, "answer_accuracy"), one_pass):
+        ns = exec_cells("import torch\nfrom torch import nn", code)
+        for seed in (0, 1, 2**62 + 7):
+            assert hidden("test_accuracy_function", ns, seed) is None
     for seed in (0, 1, 2**62 + 7):
-        assert hidden("test_accuracy_function", ns, seed) is None
         case = probes.cases_accuracy(rng(seed))
         logits = case.X.reshape(len(case.X), -1) @ case.W.T + case.b
         top2 = np.sort(logits, axis=1)[:, -2:]
@@ -285,46 +400,64 @@ def test_accuracy_passes_for_other_seeds():
         assert 0.3 < np.mean(np.argmax(logits, axis=1) == case.y) < 0.7
 
 
+_PREDICT = ("predictions = torch.cat([model(X_val_t[start:start + 1000]).argmax(dim=1)\n"
+            "                             for start in range(0, len(X_val_t), 1000)]).cpu().numpy()")
+
+
 @pytest.mark.parametrize("find, replace, grade_id, message", [
-    ("predictions = model(X_val_t).argmax(dim=1).cpu().numpy()",
-     "predictions = model(X_val_t).softmax(dim=1).cpu().numpy()", "test_predictions", "shape"),
-    ("predictions = model(X_val_t).argmax(dim=1).cpu().numpy()",
-     "predictions = model(X_val_t).argmax(dim=1).cpu().numpy()[::-1]", "test_predictions", "original order"),
-    ("predictions = model(X_val_t).argmax(dim=1).cpu().numpy()",
-     "predictions = model(X_val_t).argmax(dim=1).cpu().numpy().astype(float)", "test_predictions", "integer labels"),
-    ('torch.save(model.state_dict(), "model.pt")\n', "", "test_saved_model", "not found"),
-    ('torch.save(model.state_dict(), "model.pt")', 'torch.save(model, "model.pt")', "test_saved_model",
-     "state_dict"),
-    ('torch.save(model.state_dict(), "model.pt")', 'torch.save(build_model().state_dict(), "model.pt")',
-     "test_saved_model", "agrees with model"),
-    ('torch.save(model.state_dict(), "model.pt")', 'torch.save({"w": torch.zeros(3)}, "model.pt")',
-     "test_saved_model", "does not fit build_model()"),
+    (_PREDICT, "predictions = model(X_val_t[:1000]).softmax(dim=1).cpu().numpy()", "test_predictions", "shape"),
+    (_PREDICT, _PREDICT + "[::-1]", "test_predictions", "original order"),
+    (_PREDICT, _PREDICT + ".astype(float)", "test_predictions", "integer labels"),
     ("val_accuracy = accuracy(model, X_val_t, y_val_t)",
-     "val_accuracy = accuracy(model, X_train_t, y_train_t)", "test_val_accuracy", "validation images"),
+     "val_accuracy = accuracy(model, X_train_t[:5000], y_train_t[:5000])", "test_val_accuracy", "validation images"),
     ("val_accuracy = accuracy(model, X_val_t, y_val_t)",
      "val_accuracy = 100 * accuracy(model, X_val_t, y_val_t)", "test_val_accuracy", "percentage"),
-], ids=["probabilities_saved", "shuffled", "float_labels", "model_not_saved", "whole_model_pickled",
-        "untrained_weights_saved", "other_state_dict", "train_accuracy", "percent"])
-def test_save_slips_cost_their_own_cell(find, replace, grade_id, message, trained, in_assignment_folder):
+], ids=["probabilities", "shuffled", "float_labels", "train_accuracy", "percent"])
+def test_report_slips_cost_their_own_cell(find, replace, grade_id, message, graded, tmp_path, monkeypatch):
+    """A learner's run saves what the report cell computed; the grader checks the files handed in."""
     code = reference_code(CLASSIFICATION, NOTEBOOK, "answer_save")
     assert find in code
-    namespace = dict(trained)
+    shutil.copy(EXAMPLE_MODEL, tmp_path / "model.pt")
+    monkeypatch.chdir(tmp_path)
+    namespace = dict(graded)
     exec(compile(code.replace(find, replace), "<learner cell>", "exec"), namespace)
+    np.save("predictions.npy", namespace["predictions"])
     got = hidden(grade_id, namespace)
     assert message in (got or ""), got
 
 
-def test_validation_split_needs_the_shipped_training_file(trained, tmp_path, monkeypatch):
-    monkeypatch.chdir(trained["_folder"])
-    assert hidden("test_val_accuracy", trained) is None
+@pytest.mark.parametrize("handed_in, grade_id, message", [
+    (lambda ns: None, "test_saved_model", "not found with your notebook"),
+    (lambda ns: torch.save(ns["model"], "model.pt"), "test_saved_model", "could not be read"),
+    (lambda ns: torch.save(ns["build_model"]().state_dict(), "model.pt"), "test_saved_model", "agrees with model"),
+    (lambda ns: torch.save({"w": torch.zeros(3)}, "model.pt"), "test_saved_model", "does not fit build_model()"),
+    (lambda ns: None, "test_predictions", "not found with your notebook"),
+    (lambda ns: np.save("predictions.npy", np.roll(ns["predictions"], 1)), "test_predictions", "files of one run"),
+], ids=["no_model_file", "whole_model_pickled", "untrained_weights", "other_state_dict", "no_predictions_file",
+        "predictions_of_another_run"])
+def test_wrong_handed_in_files_cost_their_own_cell(handed_in, grade_id, message, graded, tmp_path, monkeypatch):
+    """The files handed in must be the ones the learner's run saved: the model's weights and its predictions."""
     monkeypatch.chdir(tmp_path)
-    assert "was not found" in hidden("test_val_accuracy", trained)
-    images, labels = _load(mnist_data.TRAIN_FILE)
-    mnist_data.write_npz(tmp_path / "mnist_train.npz", images=images[:1500], labels=labels[:1500])
-    assert "was changed" in hidden("test_val_accuracy", trained)
+    for name in ("model.pt", "predictions.npy"):
+        if name not in grade_id.replace("test_saved_model", "model.pt").replace("test_predictions", "predictions.npy"):
+            shutil.copy(graded["_folder"] / name, name)
+    handed_in(graded)
+    got = hidden(grade_id, graded)
+    assert message in (got or ""), got
 
 
-def test_build_model_must_give_ten_logits(in_assignment_folder):
+def test_a_grading_machine_without_the_training_data_stops_grading(in_graded_folder, monkeypatch):
+    """Missing data on the grading machine is the course team's problem: grading stops with what to install."""
+    rec = record(CLASSIFICATION, "test_val_accuracy", in_graded_folder)
+    call = hidden_call(torch_cells.test_cell(CLASSIFICATION, "test_val_accuracy").source)
+    assert judge(call, [rec], rec["seed"], "") is None
+    monkeypatch.setattr(checks, "_cache", {})
+    monkeypatch.setattr(fashion, "data_folders", lambda: [])
+    with pytest.raises(GradingMachineError, match="dataset-fashion-mnist"):
+        judge(call, [rec], rec["seed"], "")
+
+
+def test_build_model_must_give_ten_logits():
     code = reference_code(CLASSIFICATION, NOTEBOOK, "answer_build_model").replace(
         "nn.Linear(128, 10),", "nn.Linear(128, 10), nn.Softmax(dim=1), nn.Flatten(0),")
     ns = exec_cells("import torch\nfrom torch import nn", code)
@@ -346,23 +479,35 @@ def test_build_model_slips(code, message):
 # ---------------------------------------------------------------- what the split between kernel and grader changes
 
 
-def test_test_cells_record_labels_only(trained):
+def test_test_cells_record_labels_only(in_graded_folder):
     """A test cell's record holds the predicted labels of the test images; the verdict counts the right ones."""
-    rec = evidence(CLASSIFICATION, "test_accuracy_60", trained)
-    assert set(rec.items) == {"defined:model", "model_type", "model_is_module", "test_labels"}
+    rec = evidence(CLASSIFICATION, "test_accuracy_60", in_graded_folder)
+    assert set(rec.items) == {"defined:build_model", "file_exists", "file_bytes", "state_type", "is_module",
+                              "test_labels"}
     recorded = rec.value("test_labels", "labels")
-    assert recorded["shape"] == [2000, 10] and recorded["labels"].shape == (2000,)
+    assert recorded["shape"] == [5000, 10] and recorded["labels"].shape == (5000,)
     assert judged("torch_classification", rec) is None
 
 
-def test_hard_coded_labels_fail(trained):
+def test_test_cells_share_one_evaluation_and_still_see_a_new_file(in_graded_folder, tmp_path, monkeypatch):
+    """The four test cells measure one model.pt once; a different model.pt is measured again."""
+    ns = in_graded_folder
+    first = [record(CLASSIFICATION, cell, ns)["items"]["test_labels"] for cell in TIERS.values()]
+    assert all(item == first[0] for item in first)
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(1)
+    torch.save(ns["build_model"]().state_dict(), "model.pt")
+    assert record(CLASSIFICATION, "test_accuracy_60", ns)["items"]["test_labels"] != first[0]
+
+
+def test_hard_coded_labels_fail(in_graded_folder):
     """A record of made-up labels (a constant class, or shuffled predictions) earns no accuracy point."""
-    rec = evidence(CLASSIFICATION, "test_accuracy_60", trained)
+    rec = evidence(CLASSIFICATION, "test_accuracy_60", in_graded_folder)
     labels = rec.value("test_labels", "labels")["labels"]
-    for fake_labels in (np.zeros(2000, dtype=np.int64), np.random.default_rng(0).permutation(labels)):
-        fake = dict(rec.items, test_labels=encode({"shape": [2000, 10], "labels": fake_labels}))
+    for fake_labels in (np.zeros(5000, dtype=np.int64), np.random.default_rng(0).permutation(labels)):
+        fake = dict(rec.items, test_labels=encode({"shape": [5000, 10], "labels": fake_labels}))
         assert "this cell needs 60%" in judged("torch_classification", Evidence(rec.behaviour, rec.seed, fake))
-    malformed = dict(rec.items, test_labels=encode({"shape": [2000, 10], "labels": labels[:10]}))
+    malformed = dict(rec.items, test_labels=encode({"shape": [5000, 10], "labels": labels[:10]}))
     assert "malformed" in judged("torch_classification", Evidence(rec.behaviour, rec.seed, malformed))
 
 
@@ -378,14 +523,13 @@ def test_hard_coded_accuracy_fails():
     assert f"{rec.value('value', 'v'):.3f}"[:4] not in message, "the message must not state the expected accuracy"
 
 
-def test_probes_leave_the_learners_random_stream_alone(trained, monkeypatch):
+def test_probes_leave_the_learners_random_stream_alone(in_graded_folder):
     """The probes build their networks (build_model(), the drawn linear model, the reloaded model.pt) and run
     the trained model without drawing from the learner's PyTorch generator."""
-    monkeypatch.chdir(trained["_folder"])
     for grade_id in (*CELLS, *TIERS.values()):
         torch.manual_seed(2024)
         before = torch.random.get_rng_state()
-        record(CLASSIFICATION, grade_id, trained)
+        record(CLASSIFICATION, grade_id, in_graded_folder)
         assert torch.equal(before, torch.random.get_rng_state()), grade_id
 
 
@@ -413,7 +557,7 @@ def test_probes_run_inside_the_grading_sandbox_without_the_labels(tmp_path):
         else:
             shutil.copy(source, target)
     code = ("import course_tools.hidden.probes.torch_classification as c, course_tools.hidden.probes.torch_regression\n"
-            "assert c.grader_test_images().shape == (2000, 28, 28)\n"
+            "assert c.grader_test_images().shape == (5000, 28, 28)\n"
             "import importlib.util\n"
             "assert importlib.util.find_spec('course_tools.hidden.verdicts') is None\n"
             "import pathlib\n"
@@ -423,11 +567,41 @@ def test_probes_run_inside_the_grading_sandbox_without_the_labels(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+# ---------------------------------------------------------------- the bar, trained as the notebook trains
+
+
+@pytest.fixture(scope="module")
+def weak_runs() -> dict:
+    """The weak variants of ``course_tools.torch_baselines``, each trained as a learner would and then graded
+    as nbgrader runs the notebook (two at a time: each run is one single-threaded kernel)."""
+    names = ("linear", "mlp", "untrained")
+    with ThreadPoolExecutor(2) as pool:
+        runs = pool.map(lambda v: run_variant(CLASSIFICATION, v, seed=0), names)
+        return dict(zip(names, runs))
+
+
+@pytest.mark.parametrize("variant, least, most", [("linear", 0.80, 0.87), ("mlp", 0.85, 0.895), ("untrained", 0, 0.3)])
+def test_the_90_percent_bar_needs_design(weak_runs, variant, least, most):
+    run = weak_runs[variant]
+    assert not run.problems, run.problems
+    assert least <= run.metrics["test_accuracy"] < most
+    assert "test_accuracy_90" in run.failed_cells
+    lost_accuracy_points = sum(full - got for cell, (got, full) in run.cells.items() if cell in TIERS.values())
+    if variant == "untrained":
+        assert lost_accuracy_points == 5
+    assert set(run.failed_cells) <= set(TIERS.values()), "only accuracy points are lost"
+    assert run.metrics["grading_seconds"] < 90, "grading evaluates the saved model, it does not train"
+
+
 # ---------------------------------------------------------------- through nbgrader
 
 
-def test_single_step_submission_graded_by_nbgrader(grading):
-    """Through nbgrader: one training step keeps the design, saving and reporting points, earns no accuracy point."""
-    score, lost = grade_variant(grading, "single_step", CLASSIFICATION, "one_step")
-    assert lost == set(TIERS.values())
-    assert score == pytest.approx(5.0)
+def test_submission_without_model_file_keeps_only_its_functions_points(grading):
+    """Through nbgrader: the reference notebook handed in without model.pt keeps the points of accuracy and
+    build_model (2 of 10); every cell that needs the trained model says what is missing."""
+    nbs = {nb.stem: learner_notebook(CLASSIFICATION, nb.stem, release_dir=grading.release_dir)
+           for nb in notebooks(CLASSIFICATION)}
+    scores = grading.grade("no_model_file", CLASSIFICATION, nbs, files={})
+    cells = scores["notebooks"][NOTEBOOK]["cells"]
+    assert {cell for cell, (got, full) in cells.items() if got == full} == {"test_accuracy_function", "test_build_model"}
+    assert scores["score"] == pytest.approx(2.0)

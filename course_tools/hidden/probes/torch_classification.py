@@ -1,20 +1,24 @@
 """Probes of ``04_torch_classification``: what the learner's network, accuracy function, files and model produce.
 
 The learner designs ``build_model()`` (float32 images ``N x 1 x 28 x 28`` in
-[0, 1] -> logits ``N x 10``), trains ``model``, reports ``val_accuracy`` and
-saves ``model.pt`` and ``predictions.npy``. The probes record:
+[0, 1] -> logits ``N x 10``), trains ``model`` on Fashion-MNIST, reports
+``val_accuracy`` and saves ``model.pt`` and ``predictions.npy``; ``model.pt`` is
+submitted with the notebook, and grading evaluates it without training. The
+probes record:
 
 - ``build_model()``: what it returns, and its logits for images drawn from the seed;
 - ``accuracy(model, X, y)``: its value for a drawn linear model and drawn data, and the
   model's parameters and gradients afterwards;
 - ``model.pt``, ``predictions.npy``, ``val_accuracy``: what the files and the name hold,
   and the labels ``model`` predicts for the validation images;
-- the test cells: the labels ``model`` predicts for the grader's 2,000 test images.
+- the test cells: the labels that ``build_model()`` loaded with the submitted
+  ``model.pt`` predicts for the grader's test images (or why it could not).
 
-The test images (``data/mnist_test_images.npz``, next to this module) are the only
-grader data the kernel sees; their labels stay with the verdicts, which count the
-right predictions and compare. The validation images come from the training file
-next to the notebook; the probe records the digest of that file's arrays.
+The test images (``data/fashion_test_images.npz``, next to this module) are the
+only grader data the kernel sees; their labels stay with the verdicts, which count
+the right predictions and compare. The validation images are the fixed split of
+the Fashion-MNIST training files that :mod:`mytorch_lib.fashion` finds on the
+grading machine; the probe records the digest of the arrays it read.
 
 The model is run where it lives (GPU or CPU), in eval mode, without gradients;
 its train/eval mode and the learner's random state are restored.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -32,10 +37,8 @@ import numpy as np
 
 from course_tools.hidden.probes.kit import FAILED, Probe, one_call
 
-#: The grader's test images (2,000, uint8 ``N x 28 x 28``), without labels.
-TEST_IMAGES_FILE = Path(__file__).resolve().parent / "data" / "mnist_test_images.npz"
-#: The learners' training split, next to the notebook under this name.
-TRAIN_NAME = "mnist_train.npz"
+#: The grader's test images (uint8 ``N x 28 x 28``), without labels.
+TEST_IMAGES_FILE = Path(__file__).resolve().parent / "data" / "fashion_test_images.npz"
 MODEL_FILE, PREDICTIONS_FILE = "model.pt", "predictions.npy"
 #: Validation images on which the reloaded ``model.pt`` is compared with ``model``.
 SAVED_MODEL_IMAGES = 300
@@ -58,16 +61,6 @@ def _own_random_state() -> Iterator[None]:
         yield
 
 
-def array_digest(images: np.ndarray | None = None, labels: np.ndarray | None = None) -> str:
-    """SHA-256 of a split's arrays (uint8 images, then int64 labels, C order; either may be left out)."""
-    h = hashlib.sha256()
-    if images is not None:
-        h.update(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
-    if labels is not None:
-        h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
-    return h.hexdigest()
-
-
 def grader_test_images() -> np.ndarray:
     """The grader's test images ``N x 28 x 28`` (uint8)."""
     if "test" not in _cache:
@@ -77,21 +70,20 @@ def grader_test_images() -> np.ndarray:
 
 
 def _validation(probe: Probe) -> np.ndarray | None:
-    """The validation images of the training file next to the notebook (its digest is recorded)."""
-    from mytorch_lib.mnist import train_val_split
+    """The validation images of the Fashion-MNIST training split found on this machine (its digest is recorded)."""
+    from mytorch_lib import fashion
 
     def load() -> tuple[np.ndarray, np.ndarray]:
-        if not Path(TRAIN_NAME).exists():
-            raise FileNotFoundError(f"{TRAIN_NAME} was not found")
-        with np.load(TRAIN_NAME, allow_pickle=False) as data:
-            return np.asarray(data["images"], dtype=np.uint8), np.asarray(data["labels"], dtype=np.int64)
+        if "train" not in _cache:
+            _cache["train"] = fashion.load_fashion_mnist(download=False)
+        return _cache["train"]
 
-    loaded = probe.attempt("train_file", load)
+    loaded = probe.attempt("train_data", load)
     if loaded is FAILED:
         return None
     images, labels = loaded
-    probe.record("train_file", array_digest(images, labels))
-    return train_val_split(images, labels)[2]
+    probe.record("train_data", fashion.array_digest(images, labels))
+    return fashion.train_val_split(images, labels)[2]
 
 
 def _device_of(model: Any) -> Any:
@@ -132,6 +124,18 @@ def labels_of(model: Any, images: np.ndarray) -> dict[str, Any]:
         return {"shape": list(out.shape) if hasattr(out, "shape") else type(out).__name__, "labels": None}
     labels = np.argmax(out.reshape(len(out), -1), axis=1).astype(np.int64) if out.size else None
     return {"shape": list(out.shape), "labels": labels}
+
+
+def validation_labels_of(model: Any, images: np.ndarray) -> dict[str, Any]:
+    """:func:`labels_of` for the validation images, computed once per state of ``model`` (two cells ask)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    key = ("validation_labels", id(model), digest.hexdigest(), len(images))
+    if key not in _cache:
+        _cache[key] = labels_of(model, images)
+    return _cache[key]
 
 
 def _model(probe: Probe, namespace: Mapping[str, Any]) -> Any:
@@ -289,7 +293,7 @@ def check_predictions(namespace: Mapping[str, Any], seed: int | None = None) -> 
         probe.record("saved_dtype", str(getattr(saved, "dtype", type(saved).__name__)))
         images = _validation(probe)
         if images is not None and model is not None:
-            probe.call("model_labels", labels_of, model, images)
+            probe.call("model_labels", validation_labels_of, model, images)
 
     return one_call(namespace, "check_predictions", seed, run)
 
@@ -304,7 +308,7 @@ def check_val_accuracy(namespace: Mapping[str, Any], seed: int | None = None) ->
         model = _model(probe, namespace)
         images = _validation(probe)
         if images is not None and model is not None:
-            probe.call("model_labels", labels_of, model, images)
+            probe.call("model_labels", validation_labels_of, model, images)
 
     return one_call(namespace, "check_val_accuracy", seed, run)
 
@@ -317,17 +321,61 @@ def cases_test_accuracy(rng: np.random.Generator) -> np.ndarray:
     return grader_test_images()
 
 
+def submitted_model_labels(probe: Probe, build_model: Any, images: np.ndarray) -> None:
+    """Load ``model.pt`` into a fresh ``build_model()`` and record its labels for ``images`` (or what went wrong).
+
+    Records ``file_exists``, ``file_bytes``, then the outcome of each step (``load``,
+    ``state_type``, ``build``, ``load_state_dict``) and finally ``test_labels``. The
+    labels of one file and one ``build_model`` are computed once per kernel: the four
+    test cells share them.
+    """
+    torch = _torch()
+    if not _exists(probe, "file_exists", MODEL_FILE):
+        return
+    data = Path(MODEL_FILE).read_bytes()
+    probe.record("file_bytes", len(data))
+    key = ("test_labels", hashlib.sha256(data).hexdigest(), id(build_model), len(images))
+    if key in _cache:
+        for item, value in _cache[key]:
+            probe.record(item, value)
+        return
+    steps: list[tuple[str, Any]] = []
+
+    def keep(item: str, value: Any) -> None:
+        steps.append((item, value))
+        probe.record(item, value)
+
+    state = probe.attempt("load", lambda: torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    if state is FAILED:
+        return
+    keep("state_type", type(state).__name__)
+    if not isinstance(state, dict) or not callable(build_model):
+        return
+    with _own_random_state():
+        net = probe.attempt("build", build_model)
+    if net is FAILED:
+        return
+    keep("is_module", isinstance(net, torch.nn.Module))
+    if not isinstance(net, torch.nn.Module):
+        return
+    if probe.attempt("load_state_dict", lambda: net.load_state_dict(state)) is FAILED:
+        return
+    result = probe.call("test_labels", labels_of, net.to("cpu"), images)
+    if result is not FAILED:
+        steps.append(("test_labels", result))
+        _cache[key] = steps
+
+
 def _test_accuracy(behaviour: str) -> Any:
     def check(namespace: Mapping[str, Any], seed: int | None = None) -> None:
         def run(probe: Probe) -> None:
-            model = _model(probe, namespace)
-            if model is not None:
-                probe.call("test_labels", labels_of, model, cases_test_accuracy(probe.rng))
+            build_model = probe.learner("build_model")
+            submitted_model_labels(probe, build_model, cases_test_accuracy(probe.rng))
 
         return one_call(namespace, behaviour, seed, run)
 
     check.__name__ = check.__qualname__ = behaviour
-    check.__doc__ = "Record the labels the trained ``model`` predicts for the grader's test images."
+    check.__doc__ = "Record the labels ``build_model()`` loaded with ``model.pt`` predicts for the grader's test images."
     return check
 
 

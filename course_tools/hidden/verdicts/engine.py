@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from course_tools.hidden.probes.kit import RECORD_MIME, RECORD_VERSION, default_seed
-from course_tools.hidden.verdicts.kit import Evidence, Wrong
+from course_tools.hidden.verdicts.kit import Evidence, GradingMachineError, Wrong
 
 BEGIN, END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 _CALL = re.compile(
@@ -164,6 +164,8 @@ def judge(call: HiddenCall, records: list[Any], seed: int, code: str) -> str | N
         check(evidence)
     except Wrong as wrong:
         return str(wrong)
+    except GradingMachineError:
+        raise
     except Exception as error:  # noqa: BLE001 (a record that a verdict cannot read is the learner's loss)
         return f"the grader could not read what your code returned ({type(error).__name__}); 0 for this check"
     return None

@@ -27,6 +27,11 @@ class Wrong(AssertionError):
     """A hidden check failed; the message is what the learner reads in the feedback."""
 
 
+class GradingMachineError(RuntimeError):
+    """The grading machine lacks something a verdict needs (data files): grading stops with this message
+    for the course team instead of scoring learners 0 for it."""
+
+
 _MISSING = object()
 
 

@@ -1,4 +1,4 @@
-"""Verdicts of ``04_torch_classification`` (course spec, section 8), and where its MNIST files live.
+"""Verdicts of ``04_torch_classification`` (course spec, section 8), and where its test labels live.
 
 - :func:`check_build_model`: ``build_model()`` makes a fresh network with finite ``N x 10`` outputs;
 - :func:`check_accuracy_function`: ``accuracy(model, X, y)`` is the fraction of right labels, a
@@ -6,14 +6,14 @@
 - :func:`check_saved_model`: ``model.pt`` loads into ``build_model()`` and predicts like ``model``;
 - :func:`check_predictions`: ``predictions.npy`` holds ``model``'s validation predictions;
 - :func:`check_val_accuracy`: the reported ``val_accuracy`` is ``model``'s, counted here
-  against the validation labels of the genuine training file;
-- ``check_test_accuracy_<p>``: ``model``'s recorded labels for the grader's test images,
-  counted here against the test labels (:data:`TEST_LABELS_FILE`, never in the kernel),
-  reach ``p`` %.
+  against the validation labels of the genuine Fashion-MNIST training split;
+- ``check_test_accuracy_<p>``: the labels that ``build_model()`` loaded with the submitted
+  ``model.pt`` predicted for the grader's test images, counted here against the test labels
+  (:data:`TEST_LABELS_FILE`, never in the kernel), reach ``p`` %.
 
 The test split is kept as two files: the images, which the model must run on, next to the
 probes (mounted into the grading sandbox), and the labels here. :data:`DIGESTS` pins the
-arrays of every file (:mod:`course_tools.mnist_data` rebuilds and verifies them).
+arrays of both (:mod:`course_tools.fashion_data` rebuilds and verifies them).
 """
 
 from __future__ import annotations
@@ -26,21 +26,22 @@ import numpy as np
 
 from course_tools.hidden.probes import torch_classification as probes
 from course_tools.hidden.probes.kit import rng
-from course_tools.hidden.probes.torch_classification import TEST_IMAGES_FILE, TRAIN_NAME, array_digest
-from course_tools.hidden.verdicts.kit import Evidence, Opaque, Wrong
+from course_tools.hidden.verdicts.kit import Evidence, GradingMachineError, Opaque, Wrong
+from mytorch_lib import fashion
+from mytorch_lib.fashion import array_digest
 
 #: The labels of the grader's test images; never mounted into the grading sandbox.
-TEST_LABELS_FILE = Path(__file__).resolve().parent / "data" / "mnist_test_labels.npz"
-#: The learners' training file, as shipped with the assignment.
-TRAIN_FILE = Path(__file__).resolve().parents[3] / "source" / "04_torch_classification" / TRAIN_NAME
+TEST_LABELS_FILE = Path(__file__).resolve().parent / "data" / "fashion_test_labels.npz"
 
-#: SHA-256 of each committed file's arrays (see :func:`array_digest`): the training split
-#: (images, then labels), the test images and the test labels.
+#: SHA-256 of each committed file's arrays (see ``mytorch_lib.fashion.array_digest``): the test
+#: images and the test labels. The training split's digest is ``mytorch_lib.fashion.TRAIN_DIGEST``.
 DIGESTS = {
-    "train": "856053feff8e16d557064c015e772870e4f8ddfa10f0c9575ab62675ab7b4058",
-    "test_images": "638e10362061a2e720faf8eaaf1eac808af540ccb59ab25c86fa98ba1f12e501",
-    "test_labels": "d5619dfb0040eb9f6811d45bbf030ac436ab4632ab39883921592ebf3803793d",
+    "test_images": "ed3e63dacb81e373d75a5a02eb2b7ff25dab417e35d7f3b557f30668e1cec276",
+    "test_labels": "de87078fbb551ff0ef0c100a32f5b63a68bd3cf55902fc9d98fe9eefea3c664d",
 }
+#: The largest ``model.pt`` graded (bytes). The course's designs need well under 5 MB; the cap keeps
+#: a file that stores images instead of a network (a lookup table) from being graded at all.
+MAX_MODEL_BYTES = 20_000_000
 NUM_CLASSES = 10
 #: Test-accuracy thresholds of the graded cells: full points at 90 %, partial credit below.
 THRESHOLDS = (0.60, 0.75, 0.85, 0.90)
@@ -62,16 +63,15 @@ def test_labels() -> np.ndarray:
 
 
 def validation_labels() -> np.ndarray:
-    """The labels of the notebook's validation split, from the genuine training file."""
+    """The labels of the notebook's validation split, from the genuine Fashion-MNIST training split."""
     if "val" not in _cache:
-        from mytorch_lib.mnist import train_val_split
-
-        with np.load(TRAIN_FILE, allow_pickle=False) as data:
-            images = np.asarray(data["images"], dtype=np.uint8)
-            labels = np.asarray(data["labels"], dtype=np.int64)
-        if array_digest(images, labels) != DIGESTS["train"]:
-            raise RuntimeError(f"{TRAIN_FILE} does not match its pinned digest (see DATA.md)")
-        _cache["val"] = train_val_split(images, labels)[3]
+        try:
+            images, labels = fashion.load_fashion_mnist(download=False)
+        except (OSError, ValueError) as error:
+            raise GradingMachineError(f"{error}\nThe grading machine needs the Fashion-MNIST training files: "
+                                      "install the Debian package dataset-fashion-mnist or set MYTORCH_DATA "
+                                      "(see DATA.md).") from error
+        _cache["val"] = fashion.train_val_split(images, labels)[3]
     return _cache["val"]
 
 
@@ -97,15 +97,16 @@ def _model(evidence: Evidence) -> None:
         raise Wrong(f"model should be your trained torch.nn.Module, got {evidence.value('model_type', 'model')}")
 
 
-def _train_file(evidence: Evidence) -> None:
-    problem = f"{TRAIN_NAME} must stay next to the notebook, as it came with the assignment"
-    error = evidence.raised("train_file")
+def _train_data(evidence: Evidence) -> None:
+    """The probe read the genuine training split (it is on the grading machine, outside the submission)."""
+    validation_labels()  # the grading process has the data, or grading stops with a message for the course team
+    error = evidence.raised("train_data")
     if error is not None:
-        if error.startswith("FileNotFoundError"):
-            raise Wrong(f"{TRAIN_NAME} was not found: {problem}")
-        raise Wrong(f"{TRAIN_NAME} could not be read ({error}): {problem}")
-    if evidence.value("train_file", TRAIN_NAME) != DIGESTS["train"]:
-        raise Wrong(f"{TRAIN_NAME} was changed: {problem}")
+        raise GradingMachineError(f"the grading kernel could not read the Fashion-MNIST training files ({error}); "
+                                  "install the Debian package dataset-fashion-mnist or set MYTORCH_DATA (see DATA.md)")
+    if evidence.value("train_data", "the training data") != fashion.TRAIN_DIGEST:
+        raise Wrong("the validation images your model was run on are not Fashion-MNIST's: do not change "
+                    "mytorch_lib or the data files")
 
 
 def _labels(evidence: Evidence, key: str, n: int, what: str) -> np.ndarray:
@@ -191,27 +192,37 @@ def check_accuracy_function(evidence: Evidence) -> None:
 
 def _file(evidence: Evidence, name: str) -> None:
     if evidence.value("file_exists", name) is not True:
-        raise Wrong(f"{name} was not found next to the notebook: run the cell that saves it")
+        raise Wrong(f"{name} was not found with your notebook: run the notebook outside grading (the read-only "
+                    f"cell after your report saves it) and hand in {name} together with the notebook")
+
+
+def _model_file_loads(evidence: Evidence) -> None:
+    """``model.pt`` was read with ``weights_only=True``, holds a state dict, and loads into a fresh ``build_model()``."""
+    name = probes.MODEL_FILE
+    error = evidence.raised("load")
+    if error is not None:
+        raise Wrong(f"{name} could not be read with torch.load(..., weights_only=True) ({error.split(':')[0]}); "
+                    f"save it with torch.save(model.state_dict(), {name!r})")
+    state_type = evidence.value("state_type", f"the content of {name}")
+    if state_type not in ("dict", "OrderedDict"):
+        raise Wrong(f"{name} holds a {state_type}; save model.state_dict(), not the model")
+    error = evidence.raised("build")
+    if error is not None:
+        raise Wrong(f"build_model() raised {error}")
+    if "is_module" in evidence.items and evidence.value("is_module", "build_model()") is not True:
+        raise Wrong("build_model() should return a torch.nn.Module")
+    error = evidence.raised("load_state_dict")
+    if error is not None:
+        raise Wrong(f"{name} does not fit build_model(): {error.splitlines()[0]}. Save the weights of the "
+                    "network build_model() makes now (run the training cell again after changing build_model)")
 
 
 def check_saved_model(evidence: Evidence) -> None:
     _defined_function(evidence, "build_model")
     _model(evidence)
     _file(evidence, probes.MODEL_FILE)
-    error = evidence.raised("load")
-    if error is not None:
-        raise Wrong(f"{probes.MODEL_FILE} could not be read with torch.load(..., weights_only=True) "
-                    f"({error.split(':')[0]}); save it with torch.save(model.state_dict(), {probes.MODEL_FILE!r})")
-    state_type = evidence.value("state_type", f"the content of {probes.MODEL_FILE}")
-    if state_type not in ("dict", "OrderedDict"):
-        raise Wrong(f"{probes.MODEL_FILE} holds a {state_type}; save model.state_dict(), not the model")
-    error = evidence.raised("build")
-    if error is not None:
-        raise Wrong(f"build_model() raised {error}")
-    error = evidence.raised("load_state_dict")
-    if error is not None:
-        raise Wrong(f"{probes.MODEL_FILE} does not fit build_model(): {error.splitlines()[0]}")
-    _train_file(evidence)
+    _model_file_loads(evidence)
+    _train_data(evidence)
     n = min(probes.SAVED_MODEL_IMAGES, len(validation_labels()))
     reloaded = _labels(evidence, "reloaded_labels", n, f"build_model() loaded with {probes.MODEL_FILE}")
     trained = _labels(evidence, "model_labels", n, "model")
@@ -239,11 +250,11 @@ def check_predictions(evidence: Evidence) -> None:
                     "(argmax of the logits), not scores or probabilities")
     if saved.min() < 0 or saved.max() >= NUM_CLASSES:
         raise Wrong(f"{name} holds labels from {saved.min()} to {saved.max()}; expected 0..9")
-    _train_file(evidence)
+    _train_data(evidence)
     agree = _fraction_equal(saved.astype(np.int64), _labels(evidence, "model_labels", n, "model"))
     if agree < AGREEMENT:
         raise Wrong(f"{name} agrees with model's predictions on only {agree:.1%} of the validation images: "
-                    "predict X_val in its original order with the trained model")
+                    "predict X_val in its original order with the trained model, and hand in the files of one run")
 
 
 def validation_accuracy(evidence: Evidence) -> float:
@@ -261,7 +272,7 @@ def check_val_accuracy(evidence: Evidence) -> None:
         shown = reported.type_name if isinstance(reported, Opaque) else type(reported).__name__
         raise Wrong(f"val_accuracy should be a float, got {shown}")
     _model(evidence)
-    _train_file(evidence)
+    _train_data(evidence)
     actual = validation_accuracy(evidence)
     if math.isclose(reported, 100 * actual, abs_tol=0.2):
         raise Wrong("val_accuracy looks like a percentage; report a fraction between 0 and 1")
@@ -274,10 +285,18 @@ def check_val_accuracy(evidence: Evidence) -> None:
 
 
 def test_accuracy(evidence: Evidence) -> float:
-    """Accuracy of the recorded test labels of ``model`` against the grader's test labels."""
-    _model(evidence)
+    """Accuracy on the grader's test images of ``build_model()`` loaded with the submitted ``model.pt``."""
+    _defined_function(evidence, "build_model")
+    name = probes.MODEL_FILE
+    if evidence.value("file_exists", name) is not True:
+        raise Wrong(f"{name} was not found with your notebook: the test set is measured on the model you hand in. "
+                    f"Run the notebook outside grading (it saves {name}) and hand in {name} with the notebook")
+    size = evidence.number("file_bytes", f"the size of {name}")
+    if size > MAX_MODEL_BYTES:
+        raise Wrong(f"{name} is {size / 1e6:.1f} MB; models over {MAX_MODEL_BYTES / 1e6:.0f} MB are not graded")
+    _model_file_loads(evidence)
     truth = test_labels()
-    return _fraction_equal(_labels(evidence, "test_labels", len(truth), "model"), truth)
+    return _fraction_equal(_labels(evidence, "test_labels", len(truth), f"build_model() loaded with {name}"), truth)
 
 
 def _test_accuracy(behaviour: str, threshold: float) -> Any:
