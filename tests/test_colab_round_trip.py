@@ -24,6 +24,7 @@ import pytest
 
 from conftest import ASSIGNMENTS
 from course_tools.course import notebooks
+from course_tools.examples import handed_in_files
 from course_tools.submissions import learner_notebook, write_submission
 
 # A 1 x 1 PNG: what a plot output looks like in the saved file, minus the size.
@@ -74,7 +75,7 @@ def colab_saved(nb: Any, name: str, *, keep_nbgrader: bool = True) -> dict[str, 
 
 def _write_colab_submission(folder: Path, assignment: str, release_dir: Path, *, keep_nbgrader: bool) -> Path:
     """A submission folder whose notebooks are the reference solutions as Colab saves them."""
-    write_submission(folder, {}, release_folder=release_dir / assignment)
+    write_submission(folder, {}, release_folder=release_dir / assignment, files=handed_in_files(assignment))
     for path in notebooks(assignment):
         nb = learner_notebook(assignment, path.stem, release_dir=release_dir)
         text = json.dumps(colab_saved(nb, path.stem, keep_nbgrader=keep_nbgrader), indent=2, ensure_ascii=False)

@@ -580,10 +580,11 @@ def weak_runs() -> dict:
         return dict(zip(names, runs))
 
 
-@pytest.mark.parametrize("variant, least, most", [("linear", 0.80, 0.87), ("mlp", 0.85, 0.895), ("untrained", 0, 0.3)])
+@pytest.mark.parametrize("variant, least, most", [("linear", 0.80, 0.87), ("mlp", 0.85, 0.90), ("untrained", 0, 0.3)])
 def test_the_90_percent_bar_needs_design(weak_runs, variant, least, most):
     run = weak_runs[variant]
-    assert not run.problems, run.problems
+    tier_failures = tuple(f"cell {cell}: " for cell in TIERS.values())
+    assert [p for p in run.problems if not p.startswith(tier_failures)] == [], run.problems
     assert least <= run.metrics["test_accuracy"] < most
     assert "test_accuracy_90" in run.failed_cells
     lost_accuracy_points = sum(full - got for cell, (got, full) in run.cells.items() if cell in TIERS.values())
