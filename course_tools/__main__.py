@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
                                                      "summary table and CSV"))
     add_preflight_arguments(sub.add_parser("preflight", help="check submissions against the release without grading"))
 
+    from course_tools.similarity import add_archive_arguments, add_arguments as add_similarity_arguments
+
+    add_similarity_arguments(sub.add_parser("similarity", help="similarity report of a class (and earlier terms): "
+                                                               "pairs to look at, HTML and CSV"))
+    add_archive_arguments(sub.add_parser("archive", help="store a class's own code for later similarity reports"))
+
     args = parser.parse_args(argv)
     if args.command == "release":
         from course_tools.release import generate_release
@@ -61,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         from course_tools.grade_class import preflight_main
 
         return preflight_main(args)
+    if args.command == "similarity":
+        from course_tools.similarity import main as similarity
+
+        return similarity(args)
+    if args.command == "archive":
+        from course_tools.similarity import archive_main
+
+        return archive_main(args)
     return 2
 
 
