@@ -16,6 +16,7 @@ Glossary used in every docstring (one alphabet everywhere):
 from mytorch_lib.checks import (
     CheckFailure,
     as_answer_array,
+    call_checked,
     check_close,
     check_scalar,
     check_shape,
@@ -28,6 +29,7 @@ from mytorch_lib.seeding import seed_everything, single_threaded
 __all__ = [
     "CheckFailure",
     "as_answer_array",
+    "call_checked",
     "check_close",
     "check_layer_gradients",
     "check_scalar",

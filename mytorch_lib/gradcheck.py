@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from mytorch_lib.checks import CheckFailure
+from mytorch_lib.checks import CheckFailure, diagnose
 
 __all__ = [
     "GRADIENT_ATTRIBUTES",
@@ -74,13 +74,21 @@ def _scalar_numeric_gradient(f: Callable[[], float], obj: Any, name: str, eps: f
     return (f_plus - f_minus) / (2 * eps)
 
 
-def _worst(what: str, name: str, analytic: Any, numeric: np.ndarray, tol: float, atol: float = 1e-7) -> None:
+#: Where to look when a gradient of a layer with weights is wrong, and when an element-wise one is.
+MATRIX_HINT = "write the chain rule for one element first, then check every transpose and sum axis"
+ELEMENTWISE_HINT = ("each element of the gradient is the incoming dLdA times the derivative dA/dZ at that element, "
+                    "from what forward stored: check the derivative formula and that it uses the right stored array")
+
+
+def _worst(what: str, name: str, analytic: Any, numeric: np.ndarray, tol: float, atol: float = 1e-7,
+           hint: str = MATRIX_HINT) -> None:
     """Fail on the worst element whose relative error exceeds ``tol``.
 
     Elements whose absolute difference is below ``atol`` always pass: central
     differences carry a rounding error of about 1e-10, which makes the relative
     error of tiny gradient entries meaningless.
     """
+    __tracebackhide__ = True
     analytic_arr = np.asarray(analytic, dtype=np.float64) if analytic is not None else None
     if analytic_arr is None:
         raise CheckFailure(f"{what}: backward did not set {name}\n  hint: store it on self inside backward")
@@ -93,11 +101,12 @@ def _worst(what: str, name: str, analytic: Any, numeric: np.ndarray, tol: float,
     err = np.where(diff > atol, diff / np.maximum(1e-8, np.abs(analytic_arr) + np.abs(numeric)), 0.0)
     if err.size and float(err.max()) > tol:
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(err)), err.shape)) if err.ndim else ()
+        diagnosis = diagnose(analytic_arr, numeric)
         raise CheckFailure(
             f"{what}: {name} disagrees with the numeric gradient; worst at index {index}: "
             f"backward gave {analytic_arr[index]:.8g}, central differences give {numeric[index]:.8g} "
             f"(relative error {err[index]:.2e} > {tol:.0e})"
-            "\n  hint: write the chain rule for one element first, then check every transpose and sum axis"
+            + (f"\n  diagnosis: {diagnosis}" if diagnosis else f"\n  hint: {hint}")
         )
 
 
@@ -126,6 +135,7 @@ def check_layer_gradients(
     Raises:
         CheckFailure naming the layer, the gradient and the worst element.
     """
+    __tracebackhide__ = True
     what = what or f"{type(layer).__name__}.backward"
     X = np.array(X, dtype=np.float64)
     out = layer.forward(X.copy())
@@ -143,14 +153,15 @@ def check_layer_gradients(
         return float(np.sum(layer.forward(X_work) * G))
 
     X_work = X.copy()
-    _worst(what, "the returned dLdX", dLdX, numeric_gradient(loss_of_input, X_work, eps), tol)
+    hint = MATRIX_HINT if any(hasattr(layer, p) for p in ("W", "BW")) else ELEMENTWISE_HINT
+    _worst(what, "the returned dLdX", dLdX, numeric_gradient(loss_of_input, X_work, eps), tol, hint=hint)
     for p in names:
         value = getattr(layer, p)
         if isinstance(value, np.ndarray):
             numeric = numeric_gradient(loss_of_input, value, eps)
         else:
             numeric = np.asarray(_scalar_numeric_gradient(loss_of_input, layer, p, eps))
-        _worst(what, GRADIENT_ATTRIBUTES[p], analytic[p], numeric, tol)
+        _worst(what, GRADIENT_ATTRIBUTES[p], analytic[p], numeric, tol, hint=hint)
 
 
 def check_loss_gradients(
@@ -168,6 +179,7 @@ def check_loss_gradients(
         loss: object with ``forward(A, Y) -> scalar`` and ``backward() -> dLdA``.
         A: float64 predictions, ``N x C``; Y: targets, ``N x C``.
     """
+    __tracebackhide__ = True
     what = what or f"{type(loss).__name__}.backward"
     A_work = np.array(A, dtype=np.float64)
     Y = np.array(Y, dtype=np.float64)

@@ -34,7 +34,7 @@ def test_check_close_names_the_worst_element(a, draw):
     message = str(info.value)
     assert message.startswith("Linear.forward(A): wrong values in 1 of")
     assert f"index ({i}, {j})" in message
-    assert "called with A" in message
+    assert "called with:\n    A" in message
 
 
 def test_check_close_reports_shape_dtype_and_nan():
@@ -233,6 +233,38 @@ def test_fit_records_history_and_prints_to_stdout(capsys, monkeypatch):
     assert history == {"loss": [1.0, 0.5, 1.0 / 3], "acc": [0.5, 0.5, 0.5]}
     captured = capsys.readouterr()
     assert "training" in captured.out and captured.err == ""
+
+
+def test_fit_in_a_notebook_rewrites_one_output_in_place(capsys, monkeypatch):
+    """In a kernel the progress is one display output, updated after every epoch: a saved notebook (and
+    its HTML export) keeps the final line only, with the epoch count and the latest loss and metrics."""
+    import IPython.display
+
+    shown: list[tuple[str, dict]] = []
+
+    class Handle:
+        def update(self, bundle: dict, raw: bool = False) -> None:
+            shown.append(("update", bundle))
+
+    def display(bundle: dict, raw: bool = False, display_id: bool = False) -> Handle:
+        assert raw and display_id
+        shown.append(("display", bundle))
+        return Handle()
+
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.setattr(training, "_in_notebook", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", display)
+    training.fit(lambda epoch: 1.0 / (epoch + 1), 4, evaluate=lambda: {"val_accuracy": 0.875})
+    assert [kind for kind, _ in shown] == ["display"] + ["update"] * 4
+    first, last = shown[0][1]["text/plain"], shown[-1][1]["text/plain"]
+    assert "0/4 epochs" in first and "4/4 epochs" in last and " 100%" in last
+    assert "loss 0.2500" in last and "val_accuracy 0.8750" in last
+    assert '<progress value="4" max="4"' in shown[-1][1]["text/html"]
+    assert capsys.readouterr().out == "", "nothing is printed line by line in a notebook"
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    shown.clear()
+    training.fit(lambda epoch: 1.0, 2)
+    assert shown == [] and capsys.readouterr().out == "", "a grading run shows no progress"
 
 
 def test_is_autograding(monkeypatch):
