@@ -17,10 +17,18 @@ Cell kinds (``cell_id`` doubles as the nbgrader ``grade_id`` where one is needed
 
 from __future__ import annotations
 
+import base64
+import re
 from pathlib import Path
 from typing import Any
 
 import nbformat
+
+#: Figures the notebooks show, embedded into their markdown cells as attachments (a relative link to an
+#: image file shows in JupyterLab but not on Colab, which opens a notebook without its folder).
+FIGURES_DIR = Path(__file__).resolve().parents[1] / "docs" / "figures"
+FIGURE_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
+_ATTACHMENT_LINK = re.compile(r"\]\(attachment:([^)\s]+)\)")
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 LANGUAGE_INFO = {"name": "python", "pygments_lexer": "ipython3"}
@@ -123,3 +131,34 @@ def set_hidden_probes(path: str | Path, calls: dict[str, tuple[str, str]]) -> No
     if left:
         raise KeyError(f"{path}: no test cells {sorted(left)}")
     path.write_text(canonical_json(nb), encoding="utf-8")
+
+
+def embed_figures(path: str | Path, figures: Path = FIGURES_DIR) -> bool:
+    """Embed every figure a markdown cell links as ``![...](attachment:NAME)`` from ``figures/NAME``.
+
+    Attachments no link uses are removed. Rewrites the notebook in canonical form when
+    something changed; returns whether it did. A link to a figure that is not in
+    ``figures`` raises ``FileNotFoundError`` naming both.
+    """
+    path = Path(path)
+    before = path.read_text(encoding="utf-8")
+    nb = nbformat.reads(before, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        names = _ATTACHMENT_LINK.findall(cell.source)
+        attachments = {}
+        for name in names:
+            figure = figures / name
+            if not figure.is_file() or figure.suffix not in FIGURE_TYPES:
+                raise FileNotFoundError(f"{path.name}, cell {cell.get('id')}: links attachment:{name}, but "
+                                        f"{figure} is not an .svg or .png figure; add it there")
+            attachments[name] = {FIGURE_TYPES[figure.suffix]: base64.b64encode(figure.read_bytes()).decode("ascii")}
+        if attachments:
+            cell["attachments"] = attachments
+        else:
+            cell.pop("attachments", None)
+    after = canonical_json(nb)
+    if after != before:
+        path.write_text(after, encoding="utf-8")
+    return after != before

@@ -9,7 +9,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from course_tools.course import RELEASE_DIR, Workspace, assignments
+from course_tools.authoring import embed_figures
+from course_tools.course import RELEASE_DIR, Workspace, assignments, notebooks
 
 README_TEXT = """# release/ is generated: do not edit
 
@@ -21,8 +22,15 @@ folder differs from a fresh generation.
 
 
 def generate_release(release_dir: Path = RELEASE_DIR, names: list[str] | None = None) -> list[str]:
-    """Generate the learner version of each assignment into ``release_dir``; returns the names."""
+    """Generate the learner version of each assignment into ``release_dir``; returns the names.
+
+    The figures of ``docs/figures`` are embedded into the source notebooks first
+    (:func:`course_tools.authoring.embed_figures`), so an edited figure reaches the release.
+    """
     names = names or assignments()
+    for name in names:
+        for path in notebooks(name):
+            embed_figures(path)
     release_dir = Path(release_dir)
     release_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mytorch-release-") as tmp:

@@ -64,8 +64,9 @@ def plot_function_and_derivative(
     """Plot ``f(z)`` and ``df(z)`` on a grid of 401 points; both take and return ``N x 1`` arrays."""
     ax = _axes(ax, (5, 3.5))
     z = np.linspace(low, high, 401).reshape(-1, 1)
-    ax.plot(z, f(z), label=f"{name}(z)")
-    ax.plot(z, df(z), "--", label=f"d{name}/dz")
+    described = name.endswith(")")  # a name with its settings, such as "Swish (beta=1)"
+    ax.plot(z, f(z), label=name if described else f"{name}(z)")
+    ax.plot(z, df(z), "--", label=f"derivative of {name}" if described else f"d{name}/dz")
     ax.axhline(0, color="grey", lw=0.5)
     ax.axvline(0, color="grey", lw=0.5)
     ax.set_xlabel("z")

@@ -293,3 +293,46 @@ def test_import_from_notebook_runs_only_answers_and_imports(tmp_path, monkeypatc
         mytorch_lib.import_from_notebook("layers.ipynb", "Tripler")
     with pytest.raises(FileNotFoundError, match="keep all notebooks of the assignment in one folder"):
         mytorch_lib.import_from_notebook("missing.ipynb", "Doubler")
+
+
+def test_import_from_notebook_on_colab_finds_the_learners_copy_in_drive(tmp_path, monkeypatch, capsys):
+    """On Colab the sibling notebook is not next to this one: the learner's newest copy in a mounted Drive is
+    used (named as saved, or 'Copy of ...'); without one, the message says how to get it there."""
+    import os
+    import time
+
+    from course_tools.authoring import solution, write_notebook
+    from mytorch_lib import notebooks
+
+    work, drive = tmp_path / "content", tmp_path / "drive"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "test")
+    monkeypatch.setattr(notebooks, "DRIVE", str(drive))
+    with pytest.raises(FileNotFoundError, match="your Google Drive is not mounted") as missing:
+        mytorch_lib.import_from_notebook("1_layers.ipynb", "Layer")
+    assert "drive.mount" in str(missing.value) and "Files panel" in str(missing.value)
+    for folder, version in (("Colab Notebooks/old", 1), ("Colab Notebooks", 2)):
+        (drive / folder).mkdir(parents=True, exist_ok=True)
+        name = "1_layers.ipynb" if version == 1 else "Copy of 1_layers.ipynb"
+        write_notebook(drive / folder / name, [solution("answer", f"class Layer:\n    version = {version}")],
+                       total_points=0)
+        os.utime(drive / folder / name, (time.time() + version, time.time() + version))
+    (drive / ".trash").mkdir()
+    write_notebook(drive / ".trash" / "1_layers.ipynb", [solution("answer", "class Layer:\n    version = 3")],
+                   total_points=0)
+    os.utime(drive / ".trash" / "1_layers.ipynb", (time.time() + 9, time.time() + 9))
+    assert mytorch_lib.import_from_notebook("1_layers.ipynb", "Layer").version == 2
+    assert "Copy of 1_layers.ipynb from your Google Drive" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="holds no 2_mlp.ipynb"):
+        mytorch_lib.import_from_notebook("2_mlp.ipynb", "MLP0")
+
+
+def test_import_from_notebook_says_the_file_is_read_as_saved(tmp_path, monkeypatch):
+    from course_tools.authoring import solution, write_notebook
+
+    write_notebook(tmp_path / "1_layers.ipynb", [solution("answer", "raise NotImplementedError()")], total_points=0)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NotImplementedError) as failure:
+        mytorch_lib.import_from_notebook("1_layers.ipynb", "Linear")
+    assert "as last saved: save 1_layers.ipynb after your last change" in "\n".join(failure.value.__notes__)

@@ -94,6 +94,33 @@ def test_solution_runs_clean(assignment: str, name: str, tmp_path: Path):
     assert execution.problems() == [], "the solution notebook must run without error or warning"
 
 
+@pytest.mark.parametrize("assignment, name", NOTEBOOKS, ids=NOTEBOOK_IDS)
+def test_figures_are_embedded_so_they_show_on_colab(assignment: str, name: str, tmp_path: Path):
+    """Colab opens a notebook without its folder: images are attachments, embedded from docs/figures."""
+    import base64
+    import re
+
+    from course_tools.authoring import FIGURES_DIR, embed_figures
+
+    nb = nbformat.read(SOURCE_DIR / assignment / f"{name}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        links = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", cell.source)
+        assert all(link.startswith(("attachment:", "https://")) for link in links), (cell.id, links)
+        for link in links:
+            if link.startswith("attachment:"):
+                figure = link.removeprefix("attachment:")
+                (data,) = cell.attachments[figure].values()
+                assert base64.b64decode(data) == (FIGURES_DIR / figure).read_bytes(), f"{figure} is stale: make release"
+    release = nbformat.read(RELEASE_DIR / assignment / f"{name}.ipynb", as_version=4)
+    assert [c.get("attachments") for c in release.cells if c.cell_type == "markdown" and c.get("attachments")] == \
+        [c.get("attachments") for c in nb.cells if c.cell_type == "markdown" and c.get("attachments")]
+    copy = tmp_path / "copy.ipynb"
+    shutil.copy(SOURCE_DIR / assignment / f"{name}.ipynb", copy)
+    assert not embed_figures(copy), "embedding again changes nothing"
+
+
 def test_release_is_a_fresh_generation(grading):
     fresh, committed = grading.release_dir, RELEASE_DIR
     for assignment in ASSIGNMENTS:
