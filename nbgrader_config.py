@@ -22,7 +22,6 @@ from nbgrader.preprocessors import (  # noqa: E402
     ComputeChecksums,
     GetGrades,
     IgnorePattern,
-    IncludeHeaderFooter,
     InstantiateTests,
     LimitOutput,
     LockCells,
@@ -35,6 +34,7 @@ from course_tools.nbgrader_ext import (  # noqa: E402
     ClearSolutionsNamed,
     DecideHiddenTests,
     HiddenTestSeeds,
+    IncludeHeaderAfterTitle,
     SandboxedExecute,
     ScrubGraderText,
     ScrubHiddenTracebacks,
@@ -58,12 +58,12 @@ c.ClearSolutions.code_stub = {
     "python": '# YOUR CODE HERE\nraise NotImplementedError("replace this line with your code")'
 }
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
-# Every release notebook starts with the shared header: a read-only set-up cell
-# (installs mytorch_lib on Colab only, silent elsewhere) and how-to-work notes.
-# nbgrader opens this path as given, so it is made absolute from this file.
-c.IncludeHeaderFooter.header = os.path.join(COURSE_ROOT, "source", "header.ipynb")
+# Every release notebook opens with its title and goals, then the shared header: a
+# read-only set-up cell (installs mytorch_lib on Colab only, silent elsewhere) and
+# how-to-work notes. nbgrader opens this path as given, so it is made absolute.
+c.IncludeHeaderAfterTitle.header = os.path.join(COURSE_ROOT, "source", "header.ipynb")
 c.GenerateAssignment.preprocessors = [
-    IncludeHeaderFooter,
+    IncludeHeaderAfterTitle,
     InstantiateTests,
     LockCells,
     ClearSolutionsNamed,

@@ -7,6 +7,9 @@
 - :class:`ScrubHiddenTracebacks` keeps feedback from leaking hidden tests: in
   graded test cells it replaces each error's traceback (which quotes the
   failing hidden line) with the error's type and message only.
+- :class:`IncludeHeaderAfterTitle` puts the shared header (the Colab set-up cell and
+  how-to-work notes) after a notebook's title cell, so a learner sees the title and
+  goals first.
 - :class:`SandboxedExecute`, :class:`HiddenTestSeeds` and :class:`DecideHiddenTests`
   make up autograding (``Autograde.autograde_preprocessors``): the kernel runs in
   the bubblewrap sandbox, each hidden cell gets its seed before the kernel runs, and
@@ -25,11 +28,33 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from nbgrader.preprocessors import ClearSolutions, Execute, NbGraderPreprocessor
+from nbgrader.preprocessors import ClearSolutions, Execute, IncludeHeaderFooter, NbGraderPreprocessor
 from nbgrader import utils
 from traitlets import Unicode
 
 _DEF = re.compile(r"^(\s*)(?:async\s+)?def\s+(\w+)")
+
+
+def is_title_cell(cell: Any) -> bool:
+    """A markdown cell that opens with a level-1 heading: the notebook's title (and its goals)."""
+    return cell.get("cell_type") == "markdown" and str(cell.get("source", "")).lstrip().startswith("# ")
+
+
+class IncludeHeaderAfterTitle(IncludeHeaderFooter):
+    """nbgrader's header, placed after the notebook's title cell instead of above it.
+
+    A notebook that does not open with a title cell gets the header at the top, as
+    nbgrader places it. The footer, if any, is appended as nbgrader does.
+    """
+
+    def preprocess(self, nb: Any, resources: Any) -> tuple[Any, Any]:
+        if not nb.cells or not is_title_cell(nb.cells[0]):
+            return super().preprocess(nb, resources)
+        title, rest = nb.cells[0], nb.cells[1:]
+        nb.cells = rest
+        nb, resources = super().preprocess(nb, resources)
+        nb.cells.insert(0, title)
+        return nb, resources
 _CLASS = re.compile(r"^(\s*)class\s+(\w+)")
 
 

@@ -3,10 +3,10 @@
 The learner bundle (default ``build/learners/``) holds exactly:
 
 - one folder per assignment: the release notebooks (freshly generated from
-  ``source/``, so they start with the shared header) and the files they read;
+  ``source/``, so they carry the shared header after their title) and the files they read;
 - ``mytorch_lib/``, with a ``pyproject.toml`` that makes the bundle
-  pip-installable (on Colab the set-up cell clones the published bundle,
-  installs the library from it and copies the data files next to the notebook);
+  pip-installable (on Colab the set-up cell installs the library from the
+  published bundle with pip);
 - ``README.md`` (from ``course_tools/templates/LEARNER_README.md``): set-up
   with pip or conda, a Colab link per notebook, how to check and how to submit;
 - ``requirements.txt`` and ``environment.yml`` for learners (the tested pins
@@ -86,7 +86,7 @@ class LearnerSite:
 
     @property
     def published(self) -> str:
-        """``<url>@<branch>``: what the Colab set-up cell clones (and installs mytorch_lib from)."""
+        """``<url>@<branch>``: where the Colab set-up cell installs mytorch_lib from (``pip install git+...``)."""
         return f"{self.url}@{self.branch}"
 
     def colab_url(self, path: str) -> str:

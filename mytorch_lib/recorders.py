@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Iterator, MutableMapping, Sequence
 
@@ -179,14 +180,14 @@ def check_forward_wiring(model: Any, n: int = 4) -> None:
     if len(calls) != len(layers) or any(call[1] is not layer for call, layer in zip(calls, layers)):
         raise CheckFailure(f"{name}.forward visited self.layers at positions {order}, expected {expected_order} "
                            "(each layer once, first to last)"
-                           "\n  hint: loop over self.layers and call layer.forward on each")
+                           "\n  hint: the model's forward must call every layer of self.layers once, in list order")
     if not np.array_equal(calls[0][2], A0):
         raise CheckFailure(f"{name}.forward(A0): the first layer did not receive A0")
     for k in range(1, len(calls)):
         if not np.array_equal(calls[k][2], calls[k - 1][3]):
             raise CheckFailure(
                 f"{name}.forward: layers[{k}] ({layers[k].kind}) did not receive the output of layers[{k - 1}] "
-                f"({layers[k - 1].kind})\n  hint: pass each layer's output on: A = layer.forward(A)")
+                f"({layers[k - 1].kind})\n  hint: each layer's input is what the layer before it returned")
     if not isinstance(out, np.ndarray) or not np.array_equal(out, calls[-1][3]):
         raise CheckFailure(f"{name}.forward did not return the output of the last layer")
 
@@ -199,8 +200,7 @@ def check_backward_wiring(model: Any, n: int = 4) -> None:
         raise CheckFailure(f"{name}.layers is empty")
     recording = layers[0].recording
     A = _input(layers, n)
-    for layer in layers:  # a correct forward pass through the recorders, done here
-        A = layer.forward(A)
+    A = functools.reduce(lambda inputs, layer: layer.forward(inputs), layers, A)  # a right forward pass, done here
     recording.calls.clear()
     dLdA_last = np.full(A.shape, 0.5)
     returned = model.backward(dLdA_last.copy())
@@ -208,7 +208,7 @@ def check_backward_wiring(model: Any, n: int = 4) -> None:
     order, expected_order = _visits(layers, calls, "backward"), list(range(len(layers)))[::-1]
     if len(calls) != len(layers) or any(call[1] is not layer for call, layer in zip(calls, layers[::-1])):
         raise CheckFailure(f"{name}.backward visited self.layers at positions {order}, expected {expected_order}"
-                           "\n  hint: walk the layers in reverse, for example for layer in reversed(self.layers)")
+                           "\n  hint: backward visits the layers from the last to the first")
     if not np.array_equal(calls[0][2], dLdA_last):
         raise CheckFailure(f"{name}.backward(dLdA): the last layer did not receive dLdA")
     for k in range(1, len(calls)):
@@ -216,6 +216,7 @@ def check_backward_wiring(model: Any, n: int = 4) -> None:
         if not np.array_equal(calls[k][2], calls[k - 1][3]):
             raise CheckFailure(
                 f"{name}.backward: layers[{pos}] ({layers[pos].kind}) did not receive the gradient returned by "
-                f"layers[{pos + 1}] ({layers[pos + 1].kind})\n  hint: dLdA = layer.backward(dLdA)")
+                f"layers[{pos + 1}] ({layers[pos + 1].kind})\n  hint: each layer's backward receives what the layer after "
+                "it returned")
     if not isinstance(returned, np.ndarray) or not np.array_equal(returned, calls[-1][3]):
         raise CheckFailure(f"{name}.backward did not return the gradient returned by the first layer (dLdA0)")

@@ -85,12 +85,13 @@ def _last_line(text: str) -> str:
     return [line for line in text.strip().splitlines() if line.strip()][-1].strip()
 
 
-def _assert_header_silent(cells: list[Cell], header_cells: int = 2) -> None:
-    setup = cells[0]
-    assert setup.kind == "code" and "_mytorch_setup" in setup.source, "the set-up cell must come first"
+def _assert_header_silent(cells: list[Cell], header_cells: int = 3) -> None:
+    assert cells[0].kind == "markdown" and cells[0].source.lstrip().startswith("#"), "the title must come first"
+    setup = cells[1]
+    assert setup.kind == "code" and "_mytorch_setup" in setup.source, "the set-up cell must follow the title"
     assert setup.executed, "the set-up cell did not run"
     assert setup.outputs == [] and setup.errors == [], f"the set-up cell printed {setup.outputs + setup.errors}"
-    assert cells[1].kind == "markdown" and "hidden tests grade more" in cells[1].source.lower()
+    assert cells[2].kind == "markdown" and "hidden tests grade more" in cells[2].source.lower()
     assert len(cells) > header_cells
 
 
@@ -127,7 +128,7 @@ def test_pen_and_paper_in_jupyterlab(lab: JupyterLab, browser):
     page.screenshot(ARTIFACTS / "pen_and_paper_top.png", at=0)
     page.screenshot(ARTIFACTS / "pen_and_paper_first_check.png", at=first_test - 1)
     answer = next(c.index for c in code if "replace None with your answer" in c.source and c.index < first_test)
-    _assert_locked(page, cells, locked=[0, first_test], editable=answer)
+    _assert_locked(page, cells, locked=[1, first_test], editable=answer)
     _TIMINGS["pen_and_paper_test_s"] = round(time.perf_counter() - started, 2)
 
 
@@ -160,7 +161,7 @@ def test_stub_notebook_in_jupyterlab(lab: JupyterLab, browser):
     stub_cells = [c.index for c in code if "NotImplementedError(" in c.source and "is not written yet" in c.source]
     tests = [c.index for c in code if c.source.startswith('"""')]
     page.screenshot(ARTIFACTS / f"{Path(relative).stem}_first_check.png", at=tests[0] - 1)
-    _assert_locked(page, cells, locked=[0, tests[0]], editable=stub_cells[0])
+    _assert_locked(page, cells, locked=[1, tests[0]], editable=stub_cells[0])
     _TIMINGS[f"{Path(relative).stem}_test_s"] = round(time.perf_counter() - started, 2)
 
 

@@ -152,7 +152,7 @@ def test_set_up_cell_edited_on_colab_is_restored_when_graded(grading):
                                      grading.release_dir, keep_nbgrader=True)
     for path in sorted(folder.glob("*.ipynb")):
         data = json.loads(path.read_text(encoding="utf-8"))
-        setup = data["cells"][0]
+        setup = data["cells"][1]
         assert setup["metadata"]["nbgrader"]["grade_id"] == "mytorch_setup"
         # an edit that would break every later cell if it were run as submitted
         setup["source"] = ["import sys\n", "sys.modules['mytorch_lib'] = None\n"]
@@ -161,7 +161,7 @@ def test_set_up_cell_edited_on_colab_is_restored_when_graded(grading):
     header = nbformat.read(grading.release_dir / assignment / f"{notebooks(assignment)[0].stem}.ipynb", as_version=4)
     graded = nbformat.read(grading.workspace.path("autograded", student, assignment) / notebooks(assignment)[0].name,
                            as_version=4)
-    assert graded.cells[0].source == header.cells[0].source, "autograde should restore the set-up cell"
+    assert graded.cells[1].source == header.cells[1].source, "autograde should restore the set-up cell"
 
 
 def test_colab_saved_without_nbgrader_metadata_is_not_graded_without_preflight(grading):
