@@ -9,6 +9,7 @@ The learner bundle (default ``build/learners/``) holds exactly:
   published bundle with pip);
 - ``README.md`` (from ``course_tools/templates/LEARNER_README.md``): set-up
   with pip or conda, a Colab link per notebook, how to check and how to submit;
+- ``FORMULAS.md`` (from ``docs/formulas.md``): the formula sheet;
 - ``requirements.txt`` and ``environment.yml`` for learners (the tested pins
   of the course's own requirements, instructor-only packages left out) and
   ``LICENSE``.
@@ -54,7 +55,9 @@ GRADER_DIR = REPO_ROOT / INSTRUCTOR_PACKAGE / "hidden"
 LEARNER_PACKAGES = ("jupyterlab", "notebook", "ipykernel", "numpy", "scipy", "matplotlib",
                     "scikit-learn", "tqdm", "torch")
 #: Files at the top of the bundle besides the assignment folders.
-BUNDLE_FILES = ("README.md", "LICENSE", "pyproject.toml", "requirements.txt", "environment.yml")
+BUNDLE_FILES = ("README.md", "FORMULAS.md", "LICENSE", "pyproject.toml", "requirements.txt", "environment.yml")
+#: The one-page formula sheet learners get with the bundle.
+FORMULAS_FILE = REPO_ROOT / "docs" / "formulas.md"
 LIBRARY = "mytorch_lib"
 #: Tables of the repository's pyproject.toml that the bundle keeps (packaging of mytorch_lib only).
 PYPROJECT_TABLES = ("build-system", "project", "tool.setuptools")
@@ -399,6 +402,7 @@ def build_bundle(staging: Path, release_dir: Path, site: LearnerSite) -> None:
     (staging / "environment.yml").write_text(LEARNER_ENVIRONMENT, encoding="utf-8")
     (staging / "pyproject.toml").write_text(learner_pyproject(), encoding="utf-8")
     shutil.copyfile(REPO_ROOT / "LICENSE", staging / "LICENSE")
+    shutil.copyfile(FORMULAS_FILE, staging / "FORMULAS.md")
 
 
 def _check_out(out: Path) -> list[Path]:

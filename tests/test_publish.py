@@ -290,3 +290,13 @@ def test_every_notebook_states_goals_and_the_points_it_grades(bundle: Path):
         totals = re.findall(r"^\|.*\*\*total\*\*.*\|\s*\*\*([\d.]+)\*\*\s*\|\s*$", intro, re.M | re.I)
         assert totals, f"{path.name}: the intro needs a points table per part ending in a **total** row"
         assert float(totals[0]) == pytest.approx(graded), f"{path.name}: the table says {totals[0]}, cells grade {graded}"
+
+
+def test_formula_sheet_ships_with_the_bundle_and_covers_the_course(bundle: Path):
+    """One page with every forward and backward equation, linked from the learner README."""
+    text = (bundle / "FORMULAS.md").read_text(encoding="utf-8")
+    assert text == pub.FORMULAS_FILE.read_text(encoding="utf-8")
+    for topic in ("Linear", "Sigmoid", "Tanh", "ReLU", "GELU", "Swish", "Softmax", "squared error", "Cross-entropy",
+                  "SGD", "Adam", "Dropout", "BatchNorm1d", "dLdW = dLdZ^T A", "shape"):
+        assert topic.lower() in text.lower(), f"the formula sheet does not cover {topic}"
+    assert "`FORMULAS.md`" in (bundle / "README.md").read_text(encoding="utf-8")
