@@ -336,3 +336,24 @@ def test_import_from_notebook_says_the_file_is_read_as_saved(tmp_path, monkeypat
     with pytest.raises(NotImplementedError) as failure:
         mytorch_lib.import_from_notebook("1_layers.ipynb", "Linear")
     assert "as last saved: save 1_layers.ipynb after your last change" in "\n".join(failure.value.__notes__)
+
+
+def test_figure_needing_drops_half_drawn_figures(capsys):
+    import matplotlib.pyplot as plt
+
+    from mytorch_lib.plotting import figure_needing
+
+    plt.close("all")
+    with figure_needing("your Softmax"):
+        plt.subplots()
+        raise NotImplementedError("Softmax.forward")
+    assert plt.get_fignums() == [] and "appears once your Softmax work" in capsys.readouterr().out
+    with pytest.raises(KeyError):
+        with figure_needing("your Softmax"):
+            plt.subplots()
+            raise KeyError("a bug")
+    assert plt.get_fignums() == []
+    with figure_needing("your Softmax"):
+        plt.subplots()
+    assert len(plt.get_fignums()) == 1, "a figure that worked is kept"
+    plt.close("all")
