@@ -176,4 +176,3 @@ def test_untouched_release_scores_zero(assignment: str, grading):
     scores = grading.grade("untouched", assignment, nbs, files={})
     assert scores["max_score"] > 0
     assert scores["score"] == 0, f"{assignment}: the untouched release scored {scores['score']}"
-
