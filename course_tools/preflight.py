@@ -3,7 +3,7 @@
 Plain nbgrader gives a silent zero for a notebook whose nbgrader metadata was
 stripped (some editors and Colab round trips do this), skips a renamed
 notebook, crashes on a file that is not a notebook, and scores a deleted test
-cell 0 without a warning (NBGRADER_FACTS.md). :func:`prepare_submission`
+cell 0 without a warning (``docs/nbgrader_facts.md``). :func:`prepare_submission`
 looks at one ``submitted/<student>/<assignment>`` folder, compares each
 notebook with the release the learner was given, and writes the copy that
 nbgrader grades (``preflighted/<student>/<assignment>``); the submitted files

@@ -8,7 +8,7 @@ the course code the hidden tests import, write access to its own working copy
 only, and bounded memory, processes, file size and run time. The grader
 selects it with ``Execute.kernel_name`` (see :mod:`course_tools.grade_class`).
 
-Facts this relies on (measured, see NBGRADER_FACTS.md): the kernel must use
+Facts this relies on (measured, see ``docs/nbgrader_facts.md``): the kernel must use
 the ``ipc`` transport (sockets in the bound connection folder) because the
 sandbox has its own network namespace; ``JPY_PARENT_PID`` must not reach the
 kernel (the launcher clears the environment); ``/tmp`` is mounted before the
