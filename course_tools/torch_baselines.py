@@ -285,8 +285,8 @@ def run_variant(assignment: str, variant: str = "reference", *, seed: int = 0, m
     training = next(c for c in learner.notebook.cells if c.get("id") == TRAINING_CELL[assignment])
     mode = "learner+grader" if two_runs else mode
     return Run(assignment, variant, seed, mode, sum(c[0] for c in cells.values()), sum(c[1] for c in cells.values()),
-               cells, metrics, learner.seconds, _cell_seconds(training), learner.problems() + graded.problems()
-               if graded is not learner else learner.problems())
+               cells, metrics, learner.seconds, _cell_seconds(training),
+               learner.problems() + (graded.problems() if two_runs else []))
 
 
 KEY_METRIC = {REGRESSION: "heldout_mse", CLASSIFICATION: "test_accuracy"}

@@ -160,15 +160,15 @@ GARBLES = (None, {"str": "x"}, {"list": []}, {"object": "thing"}, {"raised": "Ke
            {"float": "nan", "type": "float"})
 
 
-def garbled_outcomes(check: Any, record: dict[str, Any], code: str,
-                     garbles: tuple[Any, ...] = GARBLES) -> tuple[int, set[str]]:
-    """Run the verdict ``check`` on ``record`` with each item garbled in each way.
+def garbled_outcomes(check: Any, record: dict[str, Any], code: str, garbles: tuple[Any, ...] = GARBLES,
+                     keys: Any = None) -> tuple[int, set[str]]:
+    """Run the verdict ``check`` on ``record`` with each item (or each of ``keys``) garbled in each way.
 
     Returns how many garbled records it refused with :class:`Wrong` and the keys whose garbling it
     let pass; any other exception propagates (a verdict must never crash on a record).
     """
     refused, passed = 0, set()
-    for key in record["items"]:
+    for key in record["items"] if keys is None else keys:
         for garbled in garbles:
             if isinstance(garbled, dict) and means_the_same(garbled, record["items"][key]):
                 continue

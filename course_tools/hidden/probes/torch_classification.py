@@ -73,17 +73,18 @@ def _validation(probe: Probe) -> np.ndarray | None:
     """The validation images of the Fashion-MNIST training split found on this machine (its digest is recorded)."""
     from mytorch_lib import fashion
 
-    def load() -> tuple[np.ndarray, np.ndarray]:
-        if "train" not in _cache:
-            _cache["train"] = fashion.load_fashion_mnist(download=False)
-        return _cache["train"]
+    def load() -> tuple[str, np.ndarray]:
+        if "validation" not in _cache:  # three cells ask: read, check and split the files once per kernel
+            images, labels = fashion.load_fashion_mnist(download=False)
+            _cache["validation"] = (fashion.array_digest(images, labels), fashion.train_val_split(images, labels)[2])
+        return _cache["validation"]
 
     loaded = probe.attempt("train_data", load)
     if loaded is FAILED:
         return None
-    images, labels = loaded
-    probe.record("train_data", fashion.array_digest(images, labels))
-    return fashion.train_val_split(images, labels)[2]
+    digest, validation_images = loaded
+    probe.record("train_data", digest)
+    return validation_images
 
 
 def _device_of(model: Any) -> Any:
