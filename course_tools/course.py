@@ -35,6 +35,24 @@ def notebooks(assignment: str, root: Path = SOURCE_DIR) -> list[Path]:
     return sorted((root / assignment).glob("*.ipynb"))
 
 
+def bonus_notebooks(assignment: str, root: Path = SOURCE_DIR) -> set[str]:
+    """Names (without ``.ipynb``) of the assignment's bonus notebooks.
+
+    A notebook is a bonus when its metadata says ``"mytorch": {"bonus": true}``. Its
+    points are graded like any other, but reported apart from the assignment's own
+    total (``score`` of ``max_score``, then ``bonus`` of ``bonus_max``): nbgrader's
+    gradebook knows no bonus points and adds every notebook into one maximum.
+    """
+    import json
+
+    names = set()
+    for path in notebooks(assignment, root):
+        metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+        if metadata.get("mytorch", {}).get("bonus") is True:
+            names.add(path.stem)
+    return names
+
+
 def load_config() -> Any:
     """The traitlets ``Config`` defined by the repository's ``nbgrader_config.py``."""
     from traitlets.config.loader import PyFileConfigLoader
