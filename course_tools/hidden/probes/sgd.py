@@ -72,7 +72,8 @@ def shapes(architecture: int) -> list[tuple[int, int]]:
     return [layer for layer in ARCHITECTURES[architecture] if isinstance(layer, tuple)]
 
 
-def _parameters(rng: np.random.Generator, architecture: int) -> Parameters:
+def draw_parameters(rng: np.random.Generator, architecture: int) -> Parameters:
+    """Starting ``W`` and ``b`` for every parameter layer of an architecture, standard normal."""
     sizes = shapes(architecture)
     W = tuple(rng.standard_normal(size) for size in sizes)
     b = tuple(rng.standard_normal((size[0], 1)) for size in sizes)
@@ -83,17 +84,22 @@ def cases_sgd_init(rng: np.random.Generator) -> InitCase:
     """A learning rate and momentum (neither the default), a model of each architecture, and one more."""
     lr = round(float(rng.uniform(0.15, 0.6)), 3)
     momentum = round(float(rng.uniform(0.5, 0.95)), 2)
-    models = tuple(_parameters(rng, a) for a in range(len(ARCHITECTURES)))
-    return InitCase(lr, momentum, models, _parameters(rng, 0))
+    models = tuple(draw_parameters(rng, a) for a in range(len(ARCHITECTURES)))
+    return InitCase(lr, momentum, models, draw_parameters(rng, 0))
 
 
-def _trajectory(rng: np.random.Generator, architecture: int, lr: float, momentum: float | None) -> Trajectory:
-    start = _parameters(rng, architecture)
+def draw_gradients(rng: np.random.Generator, start: Parameters) -> tuple[tuple[tuple[np.ndarray, ...], ...], ...]:
+    """``(dLdW, dLdb)``: for each of :data:`STEPS` steps, one gradient per parameter, at scales 0.1 to 3."""
     dLdW, dLdb = [], []
     for _ in range(STEPS):
         dLdW.append(tuple(rng.standard_normal(W.shape) * rng.uniform(0.1, 3) for W in start.W))
         dLdb.append(tuple(rng.standard_normal(b.shape) * rng.uniform(0.1, 3) for b in start.b))
-    return Trajectory(lr, momentum, start, tuple(dLdW), tuple(dLdb))
+    return tuple(dLdW), tuple(dLdb)
+
+
+def _trajectory(rng: np.random.Generator, architecture: int, lr: float, momentum: float | None) -> Trajectory:
+    start = draw_parameters(rng, architecture)
+    return Trajectory(lr, momentum, start, *draw_gradients(rng, start))
 
 
 def _trajectories(rng: np.random.Generator, momenta: Sequence[float | None]) -> list[Trajectory]:
@@ -120,7 +126,7 @@ class _Holder:
     """A layer's parameters (and the gradients handed to it), nothing else."""
 
 
-def _holder_class(name: str) -> type:
+def holder_class(name: str) -> type:
     return type(name, (_Holder,), {"__doc__": f"Data holder in the place of a {name} layer."})
 
 
@@ -129,17 +135,17 @@ def model_of(parameters: Parameters) -> tuple[Any, list[Any]]:
     layers, holders = [], []
     for layer in ARCHITECTURES[parameters.architecture]:
         if isinstance(layer, tuple):
-            holder = _holder_class("Linear")()
+            holder = holder_class("Linear")()
             holder.W = parameters.W[len(holders)].copy()
             holder.b = parameters.b[len(holders)].copy()
             holders.append(holder)
             layers.append(holder)
         else:
-            layers.append(_holder_class(layer)())
+            layers.append(holder_class(layer)())
     return SimpleNamespace(layers=layers), holders
 
 
-def _positions(probe: Probe, key: str, optimizer: Any, layers: list[Any]) -> None:
+def record_layers(probe: Probe, key: str, optimizer: Any, layers: list[Any]) -> None:
     """Record ``optimizer.l`` as the places in ``layers`` of its entries (type names for anything else)."""
     try:
         stored = getattr(optimizer, "l")
@@ -171,7 +177,7 @@ def _init(probe: Probe) -> None:
         optimizer = probe.attempt(f"init:{m}", SGD, model, lr=case.lr, momentum=case.momentum)
         if optimizer is FAILED:
             return
-        _positions(probe, f"l:{m}", optimizer, model.layers)
+        record_layers(probe, f"l:{m}", optimizer, model.layers)
         _stored(probe, str(m), optimizer)
         probe.record(f"W:{m}", [getattr(h, "W", None) for h in holders])
         probe.record(f"b:{m}", [getattr(h, "b", None) for h in holders])
@@ -181,11 +187,11 @@ def _init(probe: Probe) -> None:
         return
     probe.attribute("lr:default", optimizer, "lr")
     probe.attribute("mu:default", optimizer, "mu")
-    activations = SimpleNamespace(layers=[_holder_class(name)() for name in ACTIVATIONS_ONLY])
+    activations = SimpleNamespace(layers=[holder_class(name)() for name in ACTIVATIONS_ONLY])
     optimizer = probe.attempt("init:activations", SGD, activations, lr=ACTIVATIONS_LR)
     if optimizer is FAILED:
         return
-    _positions(probe, "l:activations", optimizer, activations.layers)
+    record_layers(probe, "l:activations", optimizer, activations.layers)
     probe.attribute("L:activations", optimizer, "L")
 
 
@@ -197,17 +203,24 @@ def _steps(probe: Probe, runs: list[Trajectory]) -> None:
         model, holders = model_of(run.start)
         arguments = {"lr": run.lr} if run.momentum is None else {"lr": run.lr, "momentum": run.momentum}
         optimizer = probe.attempt(f"init:{t}", SGD, model, **arguments)
-        if optimizer is FAILED:
-            continue
-        for k in range(STEPS):
-            for j, holder in enumerate(holders):
-                holder.dLdW, holder.dLdb = run.dLdW[k][j].copy(), run.dLdb[k][j].copy()
-            if probe.attempt(f"step:{t}:{k}", lambda: optimizer.step()) is FAILED:
-                break
-            probe.record(f"W:{t}:{k}", [getattr(h, "W", None) for h in holders])
-            probe.record(f"b:{t}:{k}", [getattr(h, "b", None) for h in holders])
-            probe.attribute(f"v_W:{t}:{k}", optimizer, "v_W")
-            probe.attribute(f"v_b:{t}:{k}", optimizer, "v_b")
+        if optimizer is not FAILED:
+            record_steps(probe, t, optimizer, holders, run, ("v_W", "v_b"))
+
+
+def record_steps(probe: Probe, t: int, optimizer: Any, holders: list[Any], run: Any, tracked: Sequence[str]) -> None:
+    """Step ``optimizer`` :data:`STEPS` times on the gradients of ``run`` (``run.dLdW``, ``run.dLdb``).
+
+    After each step, record every parameter layer's ``W`` and ``b`` and the optimizer's ``tracked`` attributes.
+    """
+    for k in range(STEPS):
+        for j, holder in enumerate(holders):
+            holder.dLdW, holder.dLdb = run.dLdW[k][j].copy(), run.dLdb[k][j].copy()
+        if probe.attempt(f"step:{t}:{k}", lambda: optimizer.step()) is FAILED:
+            return
+        probe.record(f"W:{t}:{k}", [getattr(h, "W", None) for h in holders])
+        probe.record(f"b:{t}:{k}", [getattr(h, "b", None) for h in holders])
+        for name in tracked:
+            probe.attribute(f"{name}:{t}:{k}", optimizer, name)
 
 
 def check_sgd_init(namespace: Mapping[str, Any], seed: int | None = None) -> None:

@@ -123,7 +123,8 @@ def _learner_sigmoid(evidence: Evidence, key: str, shape: tuple[int, ...]) -> np
     return value.astype(np.float64)
 
 
-def _vectorised(evidence: Evidence, what: str, count: int) -> None:
+def vectorised_timings(evidence: Evidence, what: str, count: int) -> None:
+    """Fail unless the recorded running times (keys time:j, calibration:j) are those of whole-array code."""
     for j, shape in enumerate(probes.TIMING_SHAPES[:count]):
         described = f"{what} on an input of shape {shape}"
         seconds = evidence.seconds(f"time:{j}", described)
@@ -278,7 +279,7 @@ def _activation_forward(name: str) -> Callable[[Evidence], None]:
                              "set self.A to the output (backward uses it)")
             _close_to_any(f"{what}: the stored self.A", stored, candidates)
         if name in probes.TIMED:
-            _vectorised(evidence, f"{name}.forward", len(probes.TIMING_SHAPES))
+            vectorised_timings(evidence, f"{name}.forward", len(probes.TIMING_SHAPES))
 
     check.__name__ = check.__qualname__ = f"check_{name.lower()}_forward"
     check.__doc__ = f"{name}.forward against torch on random and edge-case inputs; stores A."
@@ -310,7 +311,7 @@ def _activation_backward(name: str) -> Callable[[Evidence], None]:
                                 "use A > 0, not A >= 0") from None
                 raise
         if name in probes.TIMED:
-            _vectorised(evidence, f"{name}.backward", len(probes.TIMING_SHAPES))
+            vectorised_timings(evidence, f"{name}.backward", len(probes.TIMING_SHAPES))
 
     check.__name__ = check.__qualname__ = f"check_{name.lower()}_backward"
     check.__doc__ = (f"{name}.backward(dLdA) = dLdA * dA/dZ against torch, or right for the A the learner's "
@@ -413,7 +414,7 @@ def check_swish_forward(evidence: Evidence) -> None:
         _close_to_any(what, evidence.array("forward:learnable", what, Z.shape), candidates)
     except Wrong as wrong:
         raise Wrong(f"{wrong}: forward must use the current self.beta, not a value copied in __init__") from None
-    _vectorised(evidence, "Swish.forward", len(probes.TIMING_SHAPES))
+    vectorised_timings(evidence, "Swish.forward", len(probes.TIMING_SHAPES))
 
 
 def _swish_cases(evidence: Evidence) -> list[tuple[str, int, np.ndarray, np.ndarray, float, np.ndarray | None]]:
@@ -445,7 +446,7 @@ def check_swish_backward_dLdZ(evidence: Evidence) -> None:
             candidates.append(dLdA * (s + beta * Z * s * (1 - s)))
         returned = evidence.array(f"backward:{i}", f"{what}: the returned dLdZ", Z.shape)
         _close_to_any(f"{what}: the returned dLdZ", returned, candidates)
-    _vectorised(evidence, "Swish.backward", len(probes.TIMING_SHAPES))
+    vectorised_timings(evidence, "Swish.backward", len(probes.TIMING_SHAPES))
 
 
 def check_swish_backward_dLdbeta(evidence: Evidence) -> None:

@@ -41,7 +41,7 @@ def _type_name(value: Any) -> str:
     return value.type_name if isinstance(value, Opaque) else type(value).__name__
 
 
-def _describe(architecture: int) -> str:
+def describe(architecture: int) -> str:
     """The model's layers as the notebook writes them: ``[Linear(2, 4), ReLU, ...]``."""
     names = [f"Linear({layer[1]}, {layer[0]})" if isinstance(layer, tuple) else layer
              for layer in probes.ARCHITECTURES[architecture]]
@@ -52,7 +52,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _raised(evidence: Evidence, key: str, what: str) -> None:
+def raised(evidence: Evidence, key: str, what: str) -> None:
     error = evidence.raised(key)
     if error is not None:
         raise Wrong(f"{what} raised {error}")
@@ -60,51 +60,52 @@ def _raised(evidence: Evidence, key: str, what: str) -> None:
 
 # ---------------------------------------------------------------- sgd_init
 
-def _layers_kept(evidence: Evidence, key: str, architecture: tuple[Any, ...], call: str) -> None:
-    """SGD.l holds the places of the layers with W and b, in order."""
+def layers_kept(evidence: Evidence, key: str, architecture: tuple[Any, ...], call: str, owner: str = "SGD") -> None:
+    """<owner>.l holds the places of the layers with W and b, in order; <owner>.L counts them."""
     wanted = [i for i, layer in enumerate(architecture) if isinstance(layer, tuple)]
-    stored = evidence.attribute(f"l:{key}", "SGD.l", "set self.l in __init__ (the tests read it)")
+    stored = evidence.attribute(f"l:{key}", f"{owner}.l", "set self.l in __init__ (the tests read it)")
     if not isinstance(stored, list):
-        raise Wrong(f"SGD.l should be a list of layers, got {_type_name(stored)}")
+        raise Wrong(f"{owner}.l should be a list of layers, got {_type_name(stored)}")
     if stored != wanted:
         names = [layer if isinstance(layer, str) else "Linear" for layer in architecture]
         held = [names[entry] if isinstance(entry, int) and 0 <= entry < len(names) else str(entry) for entry in stored]
-        raise Wrong(f"SGD.l should hold the {len(wanted)} layers of model.layers that have W and b, in order (the "
+        raise Wrong(f"{owner}.l should hold the {len(wanted)} layers of model.layers that have W and b, in order (the "
                     f"layer objects themselves), and skip the activations; after {call} on a model with layers "
                     f"{names} it holds {held}")
-    count = evidence.attribute(f"L:{key}", "SGD.L", "set self.L in __init__ (the tests read it)")
+    count = evidence.attribute(f"L:{key}", f"{owner}.L", "set self.L in __init__ (the tests read it)")
     if not _is_number(count) or count != len(wanted):
-        raise Wrong(f"SGD.L is {count!r}, expected {len(wanted)} (the number of layers in SGD.l)")
+        raise Wrong(f"{owner}.L is {count!r}, expected {len(wanted)} (the number of layers in {owner}.l)")
 
 
-def _velocities(evidence: Evidence, key: str, name: str, parameters: tuple[np.ndarray, ...]) -> None:
-    """SGD.<name> is a list of float64 arrays of zeros, one per parameter, shaped like it."""
-    stored = evidence.attribute(f"{name}:{key}", f"SGD.{name}", f"set self.{name} in __init__ (the tests read it)")
+def zero_arrays(evidence: Evidence, key: str, name: str, parameters: tuple[np.ndarray, ...],
+                owner: str = "SGD") -> None:
+    """<owner>.<name> is a list of float64 arrays of zeros, one per parameter, shaped like it."""
+    stored = evidence.attribute(f"{name}:{key}", f"{owner}.{name}", f"set self.{name} in __init__ (the tests read it)")
     if not isinstance(stored, (list, tuple)):
-        raise Wrong(f"SGD.{name} should be a list with one array per layer that has W and b, "
+        raise Wrong(f"{owner}.{name} should be a list with one array per layer that has W and b, "
                     f"got {_type_name(stored)}")
     if len(stored) != len(parameters):
-        raise Wrong(f"SGD.{name} holds {len(stored)} arrays, expected {len(parameters)} (one per layer with W and b)")
+        raise Wrong(f"{owner}.{name} holds {len(stored)} arrays, expected {len(parameters)} (one per layer with W and b)")
     for i, (item, parameter) in enumerate(zip(stored, parameters)):
         if not isinstance(item, np.ndarray):
-            raise Wrong(f"SGD.{name}[{i}] should be a numpy array, got {_type_name(item)}")
+            raise Wrong(f"{owner}.{name}[{i}] should be a numpy array, got {_type_name(item)}")
         if item.shape != parameter.shape:
-            raise Wrong(f"SGD.{name}[{i}] has shape {item.shape}, expected {parameter.shape} (the shape of the "
+            raise Wrong(f"{owner}.{name}[{i}] has shape {item.shape}, expected {parameter.shape} (the shape of the "
                         "parameter it belongs to: np.zeros_like helps)")
         if item.dtype != np.float64:
-            raise Wrong(f"SGD.{name}[{i}] has dtype {item.dtype}, expected float64")
+            raise Wrong(f"{owner}.{name}[{i}] has dtype {item.dtype}, expected float64")
         if not np.all(item == 0):
-            raise Wrong(f"SGD.{name}[{i}] should start as an array of zeros of its own, "
+            raise Wrong(f"{owner}.{name}[{i}] should start as an array of zeros of its own, "
                         "not the parameter itself or a copy of it")
 
 
-def _parameters_untouched(evidence: Evidence, key: str, start: probes.Parameters) -> None:
+def parameters_untouched(evidence: Evidence, key: str, start: probes.Parameters, owner: str = "SGD") -> None:
     for name, arrays in (("W", start.W), ("b", start.b)):
-        stored = evidence.value(f"{name}:{key}", f"the model's {name} after SGD.__init__")
+        stored = evidence.value(f"{name}:{key}", f"the model's {name} after {owner}.__init__")
         if not isinstance(stored, list) or len(stored) != len(arrays) or not all(
                 isinstance(s, np.ndarray) and s.shape == a.shape and np.array_equal(s, a)
                 for s, a in zip(stored, arrays)):
-            raise Wrong("SGD.__init__ changed the model's parameters; only step() may change them")
+            raise Wrong(f"{owner}.__init__ changed the model's parameters; only step() may change them")
 
 
 def check_sgd_init(evidence: Evidence) -> None:
@@ -113,24 +114,24 @@ def check_sgd_init(evidence: Evidence) -> None:
     case = probes.cases_sgd_init(rng(evidence.seed))
     call = f"SGD(model, lr={case.lr}, momentum={case.momentum})"
     for m, start in enumerate(case.models):
-        _raised(evidence, f"init:{m}", f"{call} on a model with layers {_describe(start.architecture)}")
-        _layers_kept(evidence, str(m), probes.ARCHITECTURES[start.architecture], call)
+        raised(evidence, f"init:{m}", f"{call} on a model with layers {describe(start.architecture)}")
+        layers_kept(evidence, str(m), probes.ARCHITECTURES[start.architecture], call)
         lr = evidence.attribute(f"lr:{m}", "SGD.lr", "set self.lr in __init__ (the tests read it)")
         if not _is_number(lr) or lr != case.lr:
             raise Wrong(f"{call} stored self.lr = {lr!r}")
         mu = evidence.attribute(f"mu:{m}", "SGD.mu", "set self.mu in __init__ (the tests read it)")
         if not _is_number(mu) or mu != case.momentum:
             raise Wrong(f"{call} stored self.mu = {mu!r}")
-        _velocities(evidence, str(m), "v_W", start.W)
-        _velocities(evidence, str(m), "v_b", start.b)
-        _parameters_untouched(evidence, str(m), start)
-    _raised(evidence, "init:default", "SGD(model)")
+        zero_arrays(evidence, str(m), "v_W", start.W)
+        zero_arrays(evidence, str(m), "v_b", start.b)
+        parameters_untouched(evidence, str(m), start)
+    raised(evidence, "init:default", "SGD(model)")
     lr = evidence.attribute("lr:default", "SGD.lr", "set self.lr in __init__ (the tests read it)")
     mu = evidence.attribute("mu:default", "SGD.mu", "set self.mu in __init__ (the tests read it)")
     if not (_is_number(lr) and lr == DEFAULT_LR and _is_number(mu) and mu == DEFAULT_MOMENTUM):
         raise Wrong(f"SGD(model) should default to lr=0.1 and momentum=0, got lr={lr!r}, mu={mu!r}")
     call = f"SGD(model, lr={probes.ACTIVATIONS_LR})"
-    _raised(evidence, "init:activations", f"{call} on a model made of activations only")
+    raised(evidence, "init:activations", f"{call} on a model made of activations only")
     stored = evidence.attribute("l:activations", "SGD.l", "set self.l in __init__ (the tests read it)")
     count = evidence.attribute("L:activations", "SGD.L", "set self.L in __init__ (the tests read it)")
     if stored != [] or not _is_number(count) or count != 0:
@@ -160,8 +161,8 @@ def _trajectories(evidence: Evidence, runs: list[probes.Trajectory], hint: str, 
     written_here(evidence, "SGD")
     for t, run in enumerate(runs):
         setting = f"lr={run.lr}" + ("" if run.momentum is None else f", momentum={run.momentum}")
-        call = f"SGD(model, {setting}) on a model with layers {_describe(run.start.architecture)}"
-        _raised(evidence, f"init:{t}", call)
+        call = f"SGD(model, {setting}) on a model with layers {describe(run.start.architecture)}"
+        raised(evidence, f"init:{t}", call)
         params = [(torch64(W, True), torch64(b, True)) for W, b in zip(run.start.W, run.start.b)]
         expected = torch.optim.SGD([p for pair in params for p in pair], lr=run.lr, momentum=run.momentum or 0.0,
                                    dampening=0, nesterov=False)
@@ -169,7 +170,7 @@ def _trajectories(evidence: Evidence, runs: list[probes.Trajectory], hint: str, 
             for j, (W, b) in enumerate(params):
                 W.grad, b.grad = torch64(run.dLdW[k][j]), torch64(run.dLdb[k][j])
             expected.step()
-            _raised(evidence, f"step:{t}:{k}", f"step {k + 1} of {call}: step()")
+            raised(evidence, f"step:{t}:{k}", f"step {k + 1} of {call}: step()")
             for name, index in (("W", 0), ("b", 1)):
                 stored = evidence.value(f"{name}:{t}:{k}", f"the parameters after step {k + 1}")
                 if not isinstance(stored, list) or len(stored) != len(params):
