@@ -137,14 +137,17 @@ class Workspace:
     def scores(self, assignment: str, student: str) -> dict[str, Any]:
         """Scores of one submission from the gradebook.
 
-        Returns ``{"score", "max_score", "notebooks": {name: {"score", "max_score",
-        "cells": {grade_id: (score, max_score)}, "needs_manual_grade": [grade_id, ...]}}}``.
+        Returns ``{"score", "max_score", "bonus", "bonus_max", "notebooks": {name: {"score",
+        "max_score", "cells": {grade_id: (score, max_score)}, "needs_manual_grade": [grade_id, ...]}}}``.
+        ``score`` and ``max_score`` count the assignment's own notebooks, ``bonus`` and
+        ``bonus_max`` its bonus notebooks (:func:`bonus_notebooks`; both 0 when it has none).
         """
         from nbgrader.api import Gradebook
 
+        bonus = bonus_notebooks(assignment)
+        result: dict[str, Any] = {"score": 0.0, "max_score": 0.0, "bonus": 0.0, "bonus_max": 0.0, "notebooks": {}}
         with Gradebook(self.db_url, self.api.coursedir.course_id) as gb:
             submission = gb.find_submission(assignment, student)
-            result: dict[str, Any] = {"score": submission.score, "max_score": submission.max_score, "notebooks": {}}
             for nb in submission.notebooks:
                 result["notebooks"][nb.name] = {
                     "score": nb.score,
@@ -152,4 +155,7 @@ class Workspace:
                     "cells": {g.name: (g.score, g.max_score) for g in nb.grades},
                     "needs_manual_grade": sorted(g.name for g in nb.grades if g.needs_manual_grade),
                 }
+                kind = "bonus" if nb.name in bonus else "score"
+                result[kind] += nb.score
+                result["bonus_max" if nb.name in bonus else "max_score"] += nb.max_score
         return result

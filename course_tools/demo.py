@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from course_tools.course import REPO_ROOT, Workspace, assignments, notebooks
 from course_tools.examples import EXAMPLES, Example, handed_in_files
@@ -28,6 +29,14 @@ def submit_example(workspace: Workspace, example: Example, assignment: str) -> P
     return write_submission(workspace.path("submitted", example.student, assignment), nbs,
                             release_folder=workspace.release_dir / assignment,
                             files=handed_in_files(assignment, filled=example.filled))
+
+
+def total_text(record: dict[str, Any]) -> str:
+    """``"93/100"``, or ``"93/100 + 8/10 bonus"`` for an assignment with bonus notebooks."""
+    text = f"{record.get('score', 0):g}/{record.get('max_score', 0):g}"
+    if record.get("bonus_max"):
+        text += f" + {record.get('bonus', 0):g}/{record['bonus_max']:g} bonus"
+    return text
 
 
 def format_table(rows: list[list[str]]) -> str:
@@ -62,16 +71,16 @@ def run_demo(workdir: str | Path = "build/demo") -> int:
     rows = [["student", *names, "total"]]
     for example in EXAMPLES:
         row = [example.student]
-        total = total_max = 0.0
+        total = dict.fromkeys(("score", "max_score", "bonus", "bonus_max"), 0.0)
         for name in names:
             submit_example(workspace, example, name)
             workspace.autograde(name, example.student)
             workspace.feedback(name, example.student)
             scores = workspace.scores(name, example.student)
-            total += scores["score"]
-            total_max += scores["max_score"]
-            row.append(f"{scores['score']:g}/{scores['max_score']:g}")
-        row.append(f"{total:g}/{total_max:g}")
+            for key in total:
+                total[key] += scores[key]
+            row.append(total_text(scores))
+        row.append(total_text(total))
         rows.append(row)
         print(f"      graded {example.student}: {example.description}")
     print("[3/3] grades\n")

@@ -3,8 +3,10 @@
 Scores come from the gradebook (so manual grades entered later in formgrader
 are included); the flags come from the grading records of
 :mod:`course_tools.grade_class` (failed, repaired, problems). One row per
-student: total, one column per notebook, one per graded cell
-(``notebook:grade_id``), and the flags.
+student: the total of the assignment's own notebooks (``score`` of ``max_score``), the
+total of its bonus notebooks (``bonus`` of ``bonus_max``, see
+:func:`course_tools.course.bonus_notebooks`), one column per notebook, one per graded
+cell (``notebook:grade_id``), and the flags.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from course_tools.course import Workspace
-from course_tools.demo import format_table
+from course_tools.demo import format_table, total_text
 
 FLAG_COLUMNS = ("status", "failed", "repaired", "problems", "needs_manual_grade", "graded_at")
 
@@ -51,7 +53,7 @@ def gradebook_rows(workspace: Workspace, assignment: str,
         layout = [(nb.name, [g.name for g in sorted(nb.grade_cells, key=lambda c: c.name)])
                   for nb in sorted(spec.notebooks, key=lambda n: n.name)]
         students = sorted({s.student.id for s in spec.submissions} | set(records))
-    columns = ["student", "score", "max_score"]
+    columns = ["student", "score", "max_score", "bonus", "bonus_max"]
     for name, cells in layout:
         columns += [f"{name}"] + [f"{name}:{cell}" for cell in cells]
     columns += list(FLAG_COLUMNS)
@@ -63,7 +65,7 @@ def gradebook_rows(workspace: Workspace, assignment: str,
         except MissingEntry:
             scores = None
         if scores is not None:
-            row.update(score=f"{scores['score']:g}", max_score=f"{scores['max_score']:g}")
+            row.update({key: f"{scores[key]:g}" for key in ("score", "max_score", "bonus", "bonus_max")})
             for name, nb in scores["notebooks"].items():
                 row[name] = f"{nb['score']:g}"
                 for cell, (score, _max) in nb["cells"].items():
@@ -96,7 +98,7 @@ def _notebook_cell(nb: dict[str, Any] | None) -> str:
 
 
 def summary_table(records: list[dict[str, Any]]) -> str:
-    """Plain-text table: student, one column per notebook, total, status, what was repaired."""
+    """Plain-text table: student, one column per notebook, total (and bonus), status, what was repaired."""
     names = sorted({name for r in records for name in r.get("notebooks", {})})
     rows = [["student", *names, "total", "status", "notes"]]
     for r in records:
@@ -104,7 +106,7 @@ def summary_table(records: list[dict[str, Any]]) -> str:
         notes = sorted({f["kind"] for f in findings if f["action"] in ("repaired", "problem")})
         status = r.get("status", "?") + (" (kept)" if r.get("skipped") else "")
         rows.append([r["student"], *(_notebook_cell(r.get("notebooks", {}).get(n)) for n in names),
-                     f"{r.get('score', 0):g}/{r.get('max_score', 0):g}", status, ", ".join(notes)])
+                     total_text(r), status, ", ".join(notes)])
     return format_table(rows)
 
 

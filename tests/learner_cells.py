@@ -147,6 +147,19 @@ def probe_records(probe: Any, namespace: dict[str, Any], seed: int | None = None
     return records
 
 
+def reference_record(assignment: str, notebook: str, probes: Any, verdicts: Any,
+                     cell: str) -> tuple[dict[str, Any], str, Any]:
+    """(record, learner code, verdict) of the hidden check of ``cell`` after the reference solution.
+
+    The verdict is checked to accept the record, so that garbling it afterwards tests the refusals.
+    """
+    namespace = run_as_notebook(assignment, notebook)
+    record = probe_records(getattr(probes, f"check_{cell}"), namespace)[0]
+    check = getattr(verdicts, f"check_{cell}")
+    check(Evidence(record["behaviour"], int(record["seed"]), record["items"], namespace[LEARNER_CODE]))
+    return record, namespace[LEARNER_CODE], check
+
+
 def means_the_same(encoded: Any, other: Any) -> bool:
     """True when two record items decode to equal values (then garbling one into the other changes nothing)."""
     try:

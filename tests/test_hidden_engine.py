@@ -12,7 +12,7 @@ import json
 import nbformat
 import pytest
 
-from course_tools.course import SOURCE_DIR
+from course_tools.course import SOURCE_DIR, notebooks
 from course_tools.hidden.probes import kit
 from course_tools.hidden.probes.kit import RECORD_MIME, default_seed
 from course_tools.hidden.verdicts import engine
@@ -195,7 +195,7 @@ print(len(records), any(r["torch_loaded"] for r in records), "torch" in sys.modu
 """
 
 
-@pytest.mark.parametrize("notebook", ["1_layers", "2_mlp", "3_losses", "4_sgd", "5_batchnorm"])
+@pytest.mark.parametrize("notebook", [path.stem for path in notebooks("02_numpy_library")])
 def test_numpy_notebooks_grade_without_importing_torch_in_the_kernel(notebook):
     """The probes of a NumPy notebook, run after the reference solution in a fresh process, never load torch."""
     import subprocess

@@ -26,7 +26,7 @@ from course_tools.hidden.probes import sgd as probes
 from course_tools.hidden.verdicts import sgd as verdicts
 from course_tools.hidden.verdicts.engine import HiddenCall, judge
 from course_tools.hidden.verdicts.kit import Evidence, Wrong, decode
-from learner_cells import GARBLES, garbled_outcomes, probe_records, LEARNER_CODE, failing, reference_code, run_as_notebook, submission, whole_cell
+from learner_cells import reference_record, GARBLES, garbled_outcomes, probe_records, LEARNER_CODE, failing, reference_code, run_as_notebook, submission, whole_cell
 
 ASSIGNMENT = "02_numpy_library"
 NOTEBOOK = "4_sgd"
@@ -237,16 +237,9 @@ def test_messages_state_no_expected_number():
     assert seen >= 5
 
 
-def _record(cell: str) -> tuple[dict, str]:
-    namespace = run_as_notebook(ASSIGNMENT, NOTEBOOK)
-    return hidden_records(namespace, cell)[0], namespace[LEARNER_CODE]
-
-
 @pytest.mark.parametrize("cell", CELLS)
 def test_verdicts_refuse_garbled_records_without_crashing(cell: str):
-    record, code = _record(cell)
-    check = getattr(verdicts, f"check_{cell}")
-    check(Evidence(record["behaviour"], int(record["seed"]), record["items"], code))
+    record, code, check = reference_record(ASSIGNMENT, NOTEBOOK, probes, verdicts, cell)
     # every key of sgd_init; the keys of the first run of a step cell (the others are read the same way)
     keys = [key for key in record["items"] if cell == "sgd_init" or key.count(":") < 2 or key.split(":")[1] == "0"]
     refused, passed = garbled_outcomes(check, record, code, GARBLES[:5], keys)
@@ -257,7 +250,7 @@ def test_verdicts_refuse_garbled_records_without_crashing(cell: str):
 
 def test_step_velocities_are_never_compared():
     """Velocities that carry the learning rate, or any other bookkeeping, cost nothing while W and b are right."""
-    record, code = _record("sgd_momentum")
+    record, code, _ = reference_record(ASSIGNMENT, NOTEBOOK, probes, verdicts, "sgd_momentum")
     items = {key: ({"list": [{"str": "anything"}]} if key.startswith(("v_W:", "v_b:")) else value)
              for key, value in record["items"].items()}
     verdicts.check_sgd_momentum(Evidence(record["behaviour"], int(record["seed"]), items, code))

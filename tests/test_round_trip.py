@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 from conftest import ASSIGNMENTS, NOTEBOOK_IDS, NOTEBOOKS
-from course_tools.course import RELEASE_DIR, SOURCE_DIR, notebooks
+from course_tools.course import RELEASE_DIR, SOURCE_DIR, bonus_notebooks, notebooks
 from course_tools.examples import handed_in_files
 from course_tools.execute import kernel_environment, run_notebook
 from course_tools.submissions import learner_notebook
@@ -167,6 +167,21 @@ def test_reference_solution_scores_full_marks(assignment: str, grading):
         assert not lost, f"{assignment}/{name}: the reference solution lost points in {lost}"
         assert nb["score"] == nb["max_score"] > 0
         assert not nb["needs_manual_grade"], f"{assignment}/{name}: flagged for manual grading"
+    declared = {path.stem: nbformat.read(path, as_version=4).metadata["mytorch"]["total_points"]
+                for path in notebooks(assignment)}
+    bonus = bonus_notebooks(assignment)
+    assert scores["score"] == scores["max_score"] == sum(v for k, v in declared.items() if k not in bonus)
+    assert scores["bonus"] == scores["bonus_max"] == sum(v for k, v in declared.items() if k in bonus)
+
+
+def test_bonus_notebooks_are_reported_apart_from_the_assignments_points():
+    """The NumPy library keeps its 100 points (course spec); the Adam and Dropout notebook is a 10-point bonus."""
+    assert bonus_notebooks("02_numpy_library") == {"6_bonus_adam_dropout"}
+    assert all(not bonus_notebooks(a) for a in ("01_pen_and_paper", "03_torch_regression", "04_torch_classification"))
+    declared = {path.stem: nbformat.read(path, as_version=4).metadata["mytorch"]["total_points"]
+                for path in notebooks("02_numpy_library")}
+    assert declared.pop("6_bonus_adam_dropout") == 10
+    assert sum(declared.values()) == 100
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)

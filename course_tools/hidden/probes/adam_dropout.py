@@ -161,7 +161,7 @@ def _adam_step(probe: Probe) -> None:
         args, kwargs = _arguments(run)
         optimizer = probe.attempt(f"init:{t}", Adam, model, *args, **kwargs)
         if optimizer is not FAILED:
-            record_steps(probe, t, optimizer, holders, run, ("t",))
+            record_steps(probe, t, optimizer, holders, run, ())
 
 
 def check_adam_init(namespace: Mapping[str, Any], seed: int | None = None) -> None:

@@ -251,9 +251,16 @@ def _within(value: float, expected: float, count: int) -> bool:
 
 
 def _statistics(evidence: Evidence, i: int, case: probes.DropoutCase, what: str, mask: np.ndarray) -> None:
-    """Kept fraction 1 - p; neighbours and a second call's mask agree as independent draws would."""
+    """Entries drawn independently (neighbours agree as often as independent draws at the kept rate
+    would), the kept fraction 1 - p, and a second call's mask independent of the first."""
     p = _rate(case)
     kept = float(mask.mean())
+    agree = kept * kept + (1 - kept) * (1 - kept)
+    for axis, along in ((1, "a row (one sample)"), (0, "a column (one feature)")):
+        first, second = np.moveaxis(mask, axis, 0)[:-1], np.moveaxis(mask, axis, 0)[1:]
+        if not _within(float(np.mean(first == second)), agree, first.size):
+            raise Wrong(f"{what}: neighbouring entries along {along} of self.mask are not independent: draw one "
+                        "random number per entry of A (a mask of A's shape)")
     if not _within(kept, 1 - p, mask.size):
         if _within(kept, p, mask.size):
             raise Wrong(f"{what} kept {kept:.1%} of the entries, about p = {p}: p is the probability to drop an "
@@ -261,12 +268,6 @@ def _statistics(evidence: Evidence, i: int, case: probes.DropoutCase, what: str,
         default = " (the default is p = 0.5)" if case.p is None else ""
         raise Wrong(f"{what} kept {kept:.1%} of the entries: each entry should be kept with probability "
                     f"1 - p{default}")
-    agree = p * p + (1 - p) * (1 - p)
-    for axis, along in ((1, "a row (one sample)"), (0, "a column (one feature)")):
-        first, second = np.moveaxis(mask, axis, 0)[:-1], np.moveaxis(mask, axis, 0)[1:]
-        if not _within(float(np.mean(first == second)), agree, first.size):
-            raise Wrong(f"{what}: neighbouring entries along {along} of self.mask are not independent: draw one "
-                        "random number per entry of A (a mask of A's shape)")
     raised(evidence, f"again:{i}", f"a second {what}")
     again = _mask(evidence, f"mask:{i}:again", f"a second {what}", mask.shape)
     if not _within(float(np.mean(again == mask)), agree, mask.size):
