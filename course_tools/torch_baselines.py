@@ -115,7 +115,7 @@ VARIANTS: dict[str, dict[str, Variant]] = {
         "linear": Variant("a linear model (Flatten + Linear(784, 10)), trained as the notebook trains it: 5 epochs, "
                           "train()'s defaults",
                           {"answer_build_model": (_CLASSIFIER_NET, _LINEAR),
-                           "answer_training": (_FINAL_TRAINING, "history = train(model, 5)")}, runs_demos=True),
+                           "answer_training": (_FINAL_TRAINING, "history = train(model, 5)")}),
         "mlp": Variant("an MLP (784-256-128-10, ReLU), trained as the notebook trains it: 10 epochs, train()'s defaults",
                        {"answer_build_model": (_CLASSIFIER_NET, _MLP),
                         "answer_training": (_FINAL_TRAINING, "history = train(model, 10)")}),

@@ -569,6 +569,37 @@ def test_probes_run_inside_the_grading_sandbox_without_the_labels(tmp_path):
 # ---------------------------------------------------------------- the bar, trained as the notebook trains
 
 
+def test_baselines_cell_trains_the_linear_model_and_the_mlp_with_the_learners_loop(monkeypatch):
+    """The teaching cell that shows both known networks stalling below 90 %, with a stand-in for the slow training
+    (the weak runs below skip that cell; the linear and MLP variants train the same networks as answers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mytorch_lib.plotting import plot_curves
+
+    cell = next(c for c in nbformat.read(SOURCE_DIR / CLASSIFICATION / f"{NOTEBOOK}.ipynb", as_version=4).cells
+                if c.get("id") == "baselines")
+    trained = []
+
+    def train(model, epochs, **options):
+        trained.append(([type(layer).__name__ for layer in model], epochs, options))
+        return {"loss": [1.0] * epochs, "val_accuracy": np.linspace(0.7, 0.85, epochs).tolist()}
+
+    namespace = {"train": train, "is_autograding": lambda: False, "seed_everything": lambda seed: None, "SEED": 0,
+                 "device": torch.device("cpu"), "nn": torch.nn, "plot_curves": plot_curves, "plt": plt}
+    monkeypatch.setattr(plt, "show", lambda: None)
+    exec(compile(cell.source, "baselines", "exec"), namespace)
+    assert [(layers.count("Linear"), epochs, options) for layers, epochs, options in trained] == [(1, 5, {}), (3, 10, {})]
+    assert set(namespace["baselines"]) == {"linear", "MLP"}
+    plt.close("all")
+    namespace.update(is_autograding=lambda: True)
+    trained.clear()
+    exec(compile(cell.source, "baselines", "exec"), namespace)
+    assert trained == [] and namespace["baselines"] == {}, "a grading run trains nothing"
+
+
 @pytest.fixture(scope="module")
 def weak_runs() -> dict:
     """The weak variants of ``course_tools.torch_baselines``, each trained as a learner would and then graded
