@@ -52,4 +52,9 @@ EQUIVALENT: dict[str, str] = {
         "the zero vector sum_i (Z - M) of shape (C,) instead of (1, C): the term stays zero",
     "5_batchnorm:bn_class:reduce:sum>mean@L47C35":
         "the mean instead of the sum of the centred batch: both are zero up to rounding",
+    # 6_bonus_adam_dropout
+    "6_bonus_adam_dropout:dropout_class:compare:GtE>Gt@L15C21":
+        "a uniform number in [0, 1) equals p with probability 0 (2^-53 per entry at most): keeping the entries "
+        "with u > p or with u >= p draws the same masks in distribution, and for p = 0 both keep everything "
+        "but an entry drawn as exactly 0.0",
 }
