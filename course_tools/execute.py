@@ -7,6 +7,7 @@ execution" baseline of the grading benchmark.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,17 +48,24 @@ def kernel_environment(**extra: str) -> dict[str, str]:
 def run_notebook(path: Path, *, timeout: int = 300, env: dict[str, str] | None = None) -> Execution:
     """Execute ``path`` in its own folder; errors are recorded in the outputs, not raised."""
     from nbclient import NotebookClient
+    from traitlets.config import Config
 
     nb = nbformat.read(path, as_version=4)
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env or kernel_environment())
     try:
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                                resources={"metadata": {"path": str(Path(path).parent)}})
-        started = time.perf_counter()
-        client.execute()
-        seconds = time.perf_counter() - started
+        with tempfile.TemporaryDirectory(prefix="mytorch-kernel-") as runtime:
+            # Sockets in a private folder instead of TCP ports on localhost: no other user of the
+            # machine can reach the kernel, and ipykernel has no unencrypted-TCP warning to print.
+            config = Config()
+            config.KernelManager.transport = "ipc"
+            config.KernelManager.connection_file = os.path.join(runtime, "kernel.json")
+            client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True, config=config,
+                                    resources={"metadata": {"path": str(Path(path).parent)}})
+            started = time.perf_counter()
+            client.execute()
+            seconds = time.perf_counter() - started
     finally:
         os.environ.clear()
         os.environ.update(saved)
