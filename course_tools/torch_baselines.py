@@ -33,10 +33,10 @@ classification notebook always runs both ways, one after the other. Examples::
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import json
 import math
-import re
 import shutil
 import statistics
 import sys
@@ -222,20 +222,20 @@ def grader_metrics(assignment: str, evidence: dict[str, Evidence]) -> dict[str, 
 
 
 def score_cells(nb: Any, ignore_pattern: str) -> dict[str, tuple[float, float]]:
-    """grade_id -> (points earned, points) of every graded code cell of an executed notebook, once judged."""
-    ignore = re.compile(ignore_pattern)
+    """grade_id -> (points earned, points) of every graded code cell of an executed, judged notebook.
+
+    Scored by nbgrader's own rule (``nbgrader.utils.determine_grade``) after its ``IgnorePattern``
+    step, as ``nbgrader autograde`` scores it.
+    """
+    from nbgrader.preprocessors import IgnorePattern
+    from nbgrader.utils import determine_grade, is_grade
+
+    judged, _ = IgnorePattern(pattern=ignore_pattern).preprocess(copy.deepcopy(nb), {})
     cells = {}
-    for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.cell_type != "code" or not meta.get("grade"):
-            continue
-        ok = True
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                ok = False
-            elif out.get("output_type") == "stream" and out.get("name") == "stderr" and not ignore.search(out["text"]):
-                ok = False
-        cells[meta["grade_id"]] = (float(meta["points"]) if ok else 0.0, float(meta["points"]))
+    for cell in judged.cells:
+        if cell.cell_type == "code" and is_grade(cell):
+            earned, points = determine_grade(cell)
+            cells[cell.metadata.nbgrader.grade_id] = (float(earned or 0.0), float(points))
     return cells
 
 

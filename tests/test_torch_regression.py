@@ -348,3 +348,31 @@ def test_straight_line_submission_graded_by_nbgrader(grading):
     score, lost = grade_variant(grading, "straight_line", REGRESSION, "linear")
     assert lost == {"test_regressor", "test_training_run", "test_heldout_loose", "test_heldout_target"}
     assert score == pytest.approx(3.0)
+
+
+def test_baselines_score_cells_as_nbgrader_does():
+    """The PyTorch baselines score an executed notebook with nbgrader's own rule, after its IgnorePattern step."""
+    from course_tools.course import load_config
+    from course_tools.torch_baselines import score_cells
+
+    def graded(grade_id: str, *outputs: dict) -> nbformat.NotebookNode:
+        cell = nbformat.v4.new_code_cell("pass", id=grade_id)
+        cell.metadata["nbgrader"] = {"grade": True, "grade_id": grade_id, "locked": True, "points": 2,
+                                     "schema_version": 3, "solution": False}
+        cell.outputs = [nbformat.from_dict(o) for o in outputs]
+        return cell
+
+    warning = load_config().IgnorePattern.pattern
+    assert warning, "nbgrader_config.py should set IgnorePattern.pattern"
+    nb = nbformat.v4.new_notebook(cells=[
+        graded("clean", {"output_type": "stream", "name": "stdout", "text": "passed\n"}),
+        graded("error", {"output_type": "error", "ename": "Wrong", "evalue": "no", "traceback": []}),
+        graded("stderr", {"output_type": "stream", "name": "stderr", "text": "something on stderr\n"}),
+        graded("warning", {"output_type": "stream", "name": "stderr", "text": "x.py:3: RuntimeWarning: overflow\n"}),
+        graded("partial", {"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                           "data": {"text/plain": "0.5"}}),
+        nbformat.v4.new_code_cell("x = 1"),
+    ])
+    scores = score_cells(nb, warning)
+    assert scores == {"clean": (2.0, 2.0), "error": (0.0, 2.0), "stderr": (0.0, 2.0), "warning": (2.0, 2.0),
+                      "partial": (0.5, 2.0)}
