@@ -30,6 +30,7 @@ from nbgrader.preprocessors import (  # noqa: E402
 )
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
 
+from course_tools.deadlines import LatePenaltyPerDay  # noqa: E402
 from course_tools.nbgrader_ext import (  # noqa: E402
     ClearSolutionsNamed,
     DecideHiddenTests,
@@ -95,6 +96,14 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
+# Late submissions: each assignment's due date and each learner's extension live in
+# the gradebook (`python -m course_tools deadline` / `extension`); autograde compares
+# them with the submission's timestamp.txt. Each notebook then loses this share of
+# the points it earned per started day late, never more than those points.
+c.AssignLatePenalties.plugin_class = LatePenaltyPerDay
+c.LatePenaltyPerDay.percent_per_day = 10.0
+c.LatePenaltyPerDay.grace_minutes = 0.0
+
 # The course secret the hidden inputs are derived from (created on first use,
 # never committed; keep it while grades may be recomputed). The environment
 # variable MYTORCH_GRADING_SECRET, when set, takes its place.

@@ -40,7 +40,20 @@ def main(argv: list[str] | None = None) -> int:
                                                                "pairs to look at, HTML and CSV"))
     add_archive_arguments(sub.add_parser("archive", help="store a class's own code for later similarity reports"))
 
+    from course_tools import deadlines, lms
+
+    deadlines.add_deadline_arguments(sub.add_parser("deadline", help="show or set an assignment's due date "
+                                                                     "(late penalties follow nbgrader_config.py)"))
+    deadlines.add_extension_arguments(sub.add_parser("extension", help="give one learner more time"))
+    lms.add_import_arguments(sub.add_parser("lms-import", help="submitted/ from a Canvas or Moodle bulk download "
+                                                                "(zip) and a roster"))
+    lms.add_export_arguments(sub.add_parser("lms-export", help="gradebook as a Canvas or Moodle grade import CSV"))
+    term = {"deadline": deadlines.deadline_main, "extension": deadlines.extension_main,
+            "lms-import": lms.import_main, "lms-export": lms.export_main}
+
     args = parser.parse_args(argv)
+    if args.command in term:
+        return term[args.command](args)
     if args.command == "release":
         from course_tools.release import generate_release
 

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from course_tools.course import Workspace
+from course_tools.deadlines import late_columns, late_status
 from course_tools.demo import format_table, total_text
 
+#: when the submission came and what it cost (course_tools.deadlines)
+LATE_COLUMNS = ("submitted_at", "seconds_late", "late_penalty", "score_after_penalty")
 FLAG_COLUMNS = ("status", "failed", "repaired", "problems", "needs_manual_grade", "graded_at")
 
 
@@ -56,7 +59,8 @@ def gradebook_rows(workspace: Workspace, assignment: str,
     columns = ["student", "score", "max_score", "bonus", "bonus_max"]
     for name, cells in layout:
         columns += [f"{name}"] + [f"{name}:{cell}" for cell in cells]
-    columns += list(FLAG_COLUMNS)
+    columns += list(LATE_COLUMNS) + list(FLAG_COLUMNS)
+    late = late_status(workspace, assignment)
     rows = []
     for student in students:
         row: dict[str, Any] = {"student": student}
@@ -70,6 +74,7 @@ def gradebook_rows(workspace: Workspace, assignment: str,
                 row[name] = f"{nb['score']:g}"
                 for cell, (score, _max) in nb["cells"].items():
                     row[f"{name}:{cell}"] = "" if score is None else f"{score:g}"
+            row.update(late_columns(scores["score"] + scores["bonus"], late.get(student)))
         row.update(_flags(records.get(student)))
         rows.append(row)
     return columns, rows
@@ -100,13 +105,14 @@ def _notebook_cell(nb: dict[str, Any] | None) -> str:
 def summary_table(records: list[dict[str, Any]]) -> str:
     """Plain-text table: student, one column per notebook, total (and bonus), status, what was repaired."""
     names = sorted({name for r in records for name in r.get("notebooks", {})})
-    rows = [["student", *names, "total", "status", "notes"]]
+    late = any(r.get("late") for r in records)
+    rows = [["student", *names, "total", *(["late"] if late else []), "status", "notes"]]
     for r in records:
         findings = r.get("preflight", {}).get("findings", [])
         notes = sorted({f["kind"] for f in findings if f["action"] in ("repaired", "problem")})
         status = r.get("status", "?") + (" (kept)" if r.get("skipped") else "")
         rows.append([r["student"], *(_notebook_cell(r.get("notebooks", {}).get(n)) for n in names),
-                     total_text(r), status, ", ".join(notes)])
+                     total_text(r), *([r.get("late", "")] if late else []), status, ", ".join(notes)])
     return format_table(rows)
 
 

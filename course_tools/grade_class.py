@@ -561,6 +561,7 @@ def course_from_args(args: Any) -> CourseSpec:
 
 def main(args: Any) -> int:
     """Run ``grade``: 0 when every submission was graded, 1 when some failed, 2 when grading was refused."""
+    from course_tools.deadlines import late_note, late_status
     from course_tools.export import attention, export_csv, summary_table
 
     course = course_from_args(args)
@@ -582,6 +583,8 @@ def main(args: Any) -> int:
     workspace = course.workspace()
     csv_path = Path(args.csv) if args.csv else workspace.root / REPORTS / f"{args.assignment}.csv"
     if records:
+        late = late_status(workspace, args.assignment)
+        records = [dict(r, late=late_note(late.get(r["student"]))) for r in records]
         export_csv(workspace, args.assignment, {r["student"]: r for r in records}, csv_path)
         print(summary_table(records))
     print(f"\n{len(graded_now)} submission(s) graded in {elapsed:.0f} s, {len(records) - len(graded_now)} kept "
