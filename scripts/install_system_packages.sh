@@ -9,7 +9,9 @@
 #               (course_tools/sandbox.py, tests/test_sandbox.py, tests/test_adversarial.py)
 #   postgresql  the server the PostgreSQL gradebook tests start on loopback
 #               (tests/test_postgres.py starts its own server; the default cluster is unused)
-#   util-linux  setpriv and prlimit, used by the sandbox and its tests (normally present)
+#   util-linux  setpriv and prlimit, used by the sandbox and its tests (normally present);
+#               unshare and setpriv run the learners of tests/test_exchange.py as their own users
+#   passwd      useradd and userdel: tests/test_exchange.py creates two learner accounts and removes them
 #   dataset-fashion-mnist  Fashion-MNIST under /usr/share/datasets/fashion-mnist: the training
 #               images of the classification notebook (graders need them; learners' notebooks
 #               fetch them otherwise) and the source of the grader's test split (DATA.md)
@@ -20,6 +22,7 @@ PACKAGES=(
   bubblewrap
   postgresql
   util-linux
+  passwd
   dataset-fashion-mnist
 )
 
