@@ -210,6 +210,36 @@ def test_extension_recomputes_the_penalty_and_feedback_shows_it(term):
     assert code == 2 and "not after the due date" in err
     code, _, err = run("deadline", ASSIGNMENT, "soon UTC", "--root", str(ws.root))
     assert code == 2 and "cannot read 'soon UTC'" in err
+    code, _, err = run("deadline", ASSIGNMENT, "--remove", "--root", str(ws.root))
+    assert code == 2 and "have an extension (bsmith, latecomer)" in err
+    assert late_status(ws, ASSIGNMENT)["bsmith"]["late_penalty"] == pytest.approx(0.6)
+
+
+def test_moodle_download_in_folders(tmp_path: Path):
+    ws = Workspace(tmp_path / "course")
+    ws.generate(ASSIGNMENT)
+    roster = tmp_path / "roster.csv"
+    roster.write_text(ROSTER, encoding="utf-8")
+    with zipfile.ZipFile(tmp_path / "moodle.zip", "w") as z:
+        # Moodle's participant ids are not the roster's: the names decide
+        z.writestr(zipfile.ZipInfo("Jane Doe_88001_assignsubmission_file_/pen_and_paper.ipynb",
+                                   (2026, 10, 15, 23, 0, 0)), notebook_bytes())
+        z.writestr(zipfile.ZipInfo("Bob Smith_88002_assignsubmission_file_/Copy of pen_and_paper.ipynb",
+                                   (2026, 10, 15, 22, 0, 0)), notebook_bytes())
+        z.writestr(zipfile.ZipInfo("Bob Smith_88002_assignsubmission_file_/sketch.png", (2026, 10, 16, 1, 30, 0)),
+                   b"png")
+    times = tmp_path / "times.csv"
+    times.write_text("id,submitted_at\njdoe,2026-10-15 23:10 Europe/Berlin\n", encoding="utf-8")
+    code, out, err = run("lms-import", ASSIGNMENT, str(tmp_path / "moodle.zip"), "--roster", str(roster),
+                         "--times", str(times), "--zip-timezone", "Europe/Berlin", "--root", str(ws.root))
+    assert code == 0, out + err
+    jdoe, bsmith = (ws.path("submitted", s, ASSIGNMENT) for s in ("jdoe", "bsmith"))
+    assert (jdoe / "timestamp.txt").read_text() == "2026-10-15 21:10:00.000000 UTC"  # from --times
+    assert (bsmith / "timestamp.txt").read_text() == "2026-10-15 23:30:00.000000 UTC"  # newest file, zip's zone
+    assert sorted(p.name for p in bsmith.iterdir()) == ["Copy of pen_and_paper.ipynb", "sketch.png", "timestamp.txt"]
+    assert "Copy of pen_and_paper.ipynb is graded as pen_and_paper.ipynb" in out
+    code, _, err = run("lms-import", ASSIGNMENT, str(roster), "--roster", str(roster), "--root", str(ws.root))
+    assert code == 2 and "is not a readable zip file" in err
 
 
 def test_lms_export_canvas_and_moodle(term, monkeypatch):
