@@ -165,9 +165,9 @@ def set_due_date(workspace: Workspace, assignment: str, when: dt.datetime | None
         extended = sorted(s.student.id for s in spec.submissions if s.extension is not None)
         if when is None and extended:
             # nbgrader adds an extension to the due date: without one, it cannot compute lateness
-            raise DeadlineError(f"{len(extended)} learner(s) of {assignment} have an extension ({', '.join(extended)}); "
-                                f"remove them first (`python -m course_tools extension {assignment} STUDENT "
-                                "--remove`) or set a new due date instead")
+            raise DeadlineError(f"{len(extended)} learner(s) of {assignment} have an extension "
+                                f"({', '.join(extended)}); remove them first (`python -m course_tools extension "
+                                f"{assignment} STUDENT --remove`) or set a new due date instead")
         gb.update_or_create_assignment(assignment, duedate=when)
     reapply_penalties(workspace, assignment)
 

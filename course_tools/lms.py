@@ -268,7 +268,18 @@ def import_download(workspace: Workspace, assignment: str, download: Path, roste
                     _extract(archive, info, downloaded / "unmatched" / info.filename.replace("/", "__"))
                     continue
                 item.modified = _zip_time(info, zone)
-                per_student.setdefault(learner.id, []).append((item, info, how))
+                files = per_student.setdefault(learner.id, [])
+                twin = next((k for k, (other, _, _) in enumerate(files) if other.file == item.file), None)
+                if twin is not None:
+                    # one file name twice for one learner: grade the newer, keep the older aside
+                    older, newer = sorted([files[twin], (item, info, how)], key=lambda f: f[0].modified)
+                    report.unmatched.append((older[1].filename, f"{learner.id} has a newer {item.file} "
+                                                                f"({newer[1].filename}), which is imported"))
+                    _extract(archive, older[1], downloaded / "unmatched" / older[1].filename.replace("/", "__"))
+                    files[twin] = newer
+                    _extract(archive, newer[1], staging / learner.id / relative)
+                    continue
+                files.append((item, info, how))
                 _extract(archive, info, staging / learner.id / relative)
             if report.unmatched:
                 report.unmatched_dir = downloaded / "unmatched"
@@ -322,7 +333,12 @@ def _place(workspace: Workspace, assignment: str, staged: Path, done: Imported, 
         if _same_files(staged, target):
             done.status = "unchanged"
             return
-        kept = downloaded / "replaced" / f"{done.student}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        kept = downloaded / "replaced" / f"{done.student}-{stamp}"
+        for n in range(1, 1000):
+            if not kept.exists():
+                break
+            kept = downloaded / "replaced" / f"{done.student}-{stamp}-{n}"
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(target), str(kept))
         done.status, done.kept = "replaced", str(kept)

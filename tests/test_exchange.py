@@ -72,8 +72,10 @@ class Hub:
     def add_learner(self, name: str) -> Path:
         home = self.base / "home" / name
         home.parent.mkdir(exist_ok=True)
-        subprocess.run(["useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/sh", name],
-                       check=True, capture_output=True, text=True)
+        made = subprocess.run(["useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/sh", name],
+                              capture_output=True, text=True)
+        assert made.returncode == 0, f"useradd {name} failed (package passwd, see install_system_packages.sh): " \
+                                     f"{made.stderr}"
         self.users.append(name)
         os.chmod(home, 0o700)
         config = home / ".jupyter" / "nbgrader_config.py"

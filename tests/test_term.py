@@ -224,6 +224,9 @@ def test_moodle_download_in_folders(tmp_path: Path):
         # Moodle's participant ids are not the roster's: the names decide
         z.writestr(zipfile.ZipInfo("Jane Doe_88001_assignsubmission_file_/pen_and_paper.ipynb",
                                    (2026, 10, 15, 23, 0, 0)), notebook_bytes())
+        # the same file twice (flat and in a folder): the newer is graded, the older kept aside
+        z.writestr(zipfile.ZipInfo("Jane Doe_88001_assignsubmission_file_pen_and_paper.ipynb",
+                                   (2026, 10, 14, 9, 0, 0)), b"an older upload")
         z.writestr(zipfile.ZipInfo("Bob Smith_88002_assignsubmission_file_/Copy of pen_and_paper.ipynb",
                                    (2026, 10, 15, 22, 0, 0)), notebook_bytes())
         z.writestr(zipfile.ZipInfo("Bob Smith_88002_assignsubmission_file_/sketch.png", (2026, 10, 16, 1, 30, 0)),
@@ -232,8 +235,14 @@ def test_moodle_download_in_folders(tmp_path: Path):
     times.write_text("id,submitted_at\njdoe,2026-10-15 23:10 Europe/Berlin\n", encoding="utf-8")
     code, out, err = run("lms-import", ASSIGNMENT, str(tmp_path / "moodle.zip"), "--roster", str(roster),
                          "--times", str(times), "--zip-timezone", "Europe/Berlin", "--root", str(ws.root))
-    assert code == 0, out + err
+    assert code == 1, out + err
+    assert ("Jane Doe_88001_assignsubmission_file_pen_and_paper.ipynb: jdoe has a newer pen_and_paper.ipynb "
+            "(Jane Doe_88001_assignsubmission_file_/pen_and_paper.ipynb), which is imported") in out
+    kept = ws.root / "downloaded" / ASSIGNMENT / "unmatched" / (
+        "Jane Doe_88001_assignsubmission_file_pen_and_paper.ipynb")
+    assert kept.read_bytes() == b"an older upload"
     jdoe, bsmith = (ws.path("submitted", s, ASSIGNMENT) for s in ("jdoe", "bsmith"))
+    assert (jdoe / "pen_and_paper.ipynb").read_bytes() == notebook_bytes()
     assert (jdoe / "timestamp.txt").read_text() == "2026-10-15 21:10:00.000000 UTC"  # from --times
     assert (bsmith / "timestamp.txt").read_text() == "2026-10-15 23:30:00.000000 UTC"  # newest file, zip's zone
     assert sorted(p.name for p in bsmith.iterdir()) == ["Copy of pen_and_paper.ipynb", "sketch.png", "timestamp.txt"]
