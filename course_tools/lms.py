@@ -232,6 +232,41 @@ def _same_files(a: Path, b: Path) -> bool:
     return fingerprint(a) == fingerprint(b)
 
 
+def _unplaced(item: LmsFile | None, learner: Learner | None, how: str, lms: str) -> str:
+    """Why a zip entry cannot go to a learner ("" when it can)."""
+    if item is None:
+        return f"the name fits no {lms if lms != 'auto' else 'Canvas or Moodle'} file name pattern"
+    if _safe_relative(item.file) is None:
+        return f"unsafe file name {item.file!r}"
+    return how if learner is None else ""
+
+
+class _Download:
+    """The entries of one LMS zip, sorted to learners; what cannot be placed is kept in ``aside``."""
+
+    def __init__(self, archive: zipfile.ZipFile, staging: Path, aside: Path, report: ImportReport) -> None:
+        self.archive, self.staging, self.aside, self.report = archive, staging, aside, report
+        self.files: dict[str, list[tuple[LmsFile, zipfile.ZipInfo, str]]] = {}
+
+    def keep_aside(self, info: zipfile.ZipInfo, why: str) -> None:
+        self.report.unmatched.append((info.filename, why))
+        self.report.unmatched_dir = self.aside
+        _extract(self.archive, info, self.aside / info.filename.replace("/", "__"))
+
+    def add(self, student: str, item: LmsFile, info: zipfile.ZipInfo, how: str) -> None:
+        files = self.files.setdefault(student, [])
+        twin = next((k for k, (other, _, _) in enumerate(files) if other.file == item.file), None)
+        if twin is not None:
+            # one file name twice for one learner: grade the newer, keep the older aside
+            older, newer = sorted([files[twin], (item, info, how)], key=lambda f: f[0].modified)
+            self.keep_aside(older[1], f"{student} has a newer {item.file} ({newer[1].filename}), which is imported")
+            files[twin] = newer
+            item, info = newer[0], newer[1]
+        else:
+            files.append((item, info, how))
+        _extract(self.archive, info, self.staging / student / _safe_relative(item.file))
+
+
 def import_download(workspace: Workspace, assignment: str, download: Path, roster: list[Learner], *,
                     lms: str = "auto", times: dict[str, dt.datetime] | None = None,
                     zip_timezone: str = "UTC") -> ImportReport:
@@ -247,57 +282,35 @@ def import_download(workspace: Workspace, assignment: str, download: Path, roste
         raise LmsError(f"{download} is not a readable zip file ({exc}): download it again from the LMS") from None
     report = ImportReport()
     downloaded = workspace.root / "downloaded" / assignment
-    per_student: dict[str, list[tuple[LmsFile, zipfile.ZipInfo, str]]] = {}
     learners = {r.id: r for r in roster}
-    with archive:
-        entries = [i for i in archive.infolist() if not i.is_dir() and not _NOISE.search(i.filename)]
-        staging = Path(tempfile.mkdtemp(prefix="lms-import-", dir=workspace.root))
-        try:
-            for info in entries:
+    times = times or {}
+    staging = Path(tempfile.mkdtemp(prefix="lms-import-", dir=workspace.root))
+    try:
+        with archive:
+            placed = _Download(archive, staging, downloaded / "unmatched", report)
+            for info in archive.infolist():
+                if info.is_dir() or _NOISE.search(info.filename):
+                    continue
                 item = parse_entry(info.filename, lms)
-                relative = _safe_relative(item.file) if item else None
                 learner, how = match_learner(item, roster) if item else (None, "")
-                if item is None:
-                    why = f"the name fits no {lms if lms != 'auto' else 'Canvas or Moodle'} file name pattern"
-                elif relative is None:
-                    why = f"unsafe file name {item.file!r}"
-                elif learner is None:
-                    why = how
-                if item is None or relative is None or learner is None:
-                    report.unmatched.append((info.filename, why))
-                    _extract(archive, info, downloaded / "unmatched" / info.filename.replace("/", "__"))
+                why = _unplaced(item, learner, how, lms)
+                if why:
+                    placed.keep_aside(info, why)
                     continue
                 item.modified = _zip_time(info, zone)
-                files = per_student.setdefault(learner.id, [])
-                twin = next((k for k, (other, _, _) in enumerate(files) if other.file == item.file), None)
-                if twin is not None:
-                    # one file name twice for one learner: grade the newer, keep the older aside
-                    older, newer = sorted([files[twin], (item, info, how)], key=lambda f: f[0].modified)
-                    report.unmatched.append((older[1].filename, f"{learner.id} has a newer {item.file} "
-                                                                f"({newer[1].filename}), which is imported"))
-                    _extract(archive, older[1], downloaded / "unmatched" / older[1].filename.replace("/", "__"))
-                    files[twin] = newer
-                    _extract(archive, newer[1], staging / learner.id / relative)
-                    continue
-                files.append((item, info, how))
-                _extract(archive, info, staging / learner.id / relative)
-            if report.unmatched:
-                report.unmatched_dir = downloaded / "unmatched"
-            due, own_due = _due_dates(workspace, assignment)
-            for student, items in sorted(per_student.items()):
-                learner = learners[student]
-                given = (times or {}).get(student) or (times or {}).get(learner.lms_user_id)
-                when = given or max(i.modified for i, _, _ in items)
-                done = Imported(student, sorted(_safe_relative(i.file) for i, _, _ in items), when,
-                                "--times" if given else "zip", any(i.late for i, _, _ in items),
-                                how={h for _, _, h in items})
-                folder = staging / student
-                (folder / "timestamp.txt").write_text(f"{when:%Y-%m-%d %H:%M:%S.%f} UTC", encoding="utf-8")
-                _check_late(report, done, own_due.get(student, due), items[0][0].lms)
-                _place(workspace, assignment, folder, done, downloaded)
-                report.imported.append(done)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                placed.add(learner.id, item, info, how)
+        due, own_due = _due_dates(workspace, assignment)
+        for student, items in sorted(placed.files.items()):
+            given = times.get(student) or times.get(learners[student].lms_user_id)
+            when = given or max(i.modified for i, _, _ in items)
+            done = Imported(student, sorted(i.file for i, _, _ in items), when, "--times" if given else "zip",
+                            any(i.late for i, _, _ in items), how={h for _, _, h in items})
+            (staging / student / "timestamp.txt").write_text(f"{when:%Y-%m-%d %H:%M:%S.%f} UTC", encoding="utf-8")
+            _check_late(report, done, own_due.get(student, due), items[0][0].lms)
+            _place(workspace, assignment, staging / student, done, downloaded)
+            report.imported.append(done)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return report
 
 
