@@ -274,7 +274,8 @@ def _print_status(workspace: Workspace, assignment: str) -> None:
         if s["extension"] is None and s["submitted_at"] is None:
             continue
         own = utc_text(s["due"]) + (" (extension)" if s["extension"] else "")
-        rows.append([student, own, utc_text(s["submitted_at"]),
+        submitted = "not graded yet" if s["submitted_at"] is None else utc_text(s["submitted_at"])
+        rows.append([student, own, submitted,
                      duration_text(s["seconds_late"]) if s["seconds_late"] > 0 else "",
                      f"{s['late_penalty']:g}" if s["late_penalty"] else ""])
     if len(rows) > 1:
