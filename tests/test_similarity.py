@@ -28,7 +28,7 @@ import nbformat
 import pytest
 
 from course_tools.__main__ import main as cli
-from course_tools.course import Workspace
+from course_tools.course import Workspace, notebooks
 from course_tools.similarity import (AGAINST_PREFIX, ARCHIVE_FORMAT, CSV_COLUMNS, DEFAULT_THRESHOLD, Learner,
                                      PairScore, Settings, SimilarityResult, boilerplate_hashes, document,
                                      fingerprint, notebook_code, own_code, pair_scores, release_notebooks,
@@ -36,6 +36,8 @@ from course_tools.similarity import (AGAINST_PREFIX, ARCHIVE_FORMAT, CSV_COLUMNS
 from course_tools.submissions import learner_notebook, write_submission
 
 ASSIGNMENT = "02_numpy_library"
+#: notebooks of the assignment (each is compared on its own)
+NOTEBOOKS = len(notebooks(ASSIGNMENT))
 XSS = "</script><script>alert(1)</script>"
 
 # --------------------------------------------------------------------------- the answers
@@ -363,7 +365,7 @@ def test_untouched_release_has_no_code_and_scores_zero_with_everyone(course: Wor
     releases = release_notebooks(course.release_dir, ASSIGNMENT)
     assert all(notebook_code(nb, nb) == {} for nb in releases.values())
     frank = [p for p in result.pairs if "frank" in (p.learner_a, p.learner_b)]
-    assert len(frank) == 5 * (6 + 2)  # every notebook: six classmates and two public entries
+    assert len(frank) == NOTEBOOKS * (6 + 2)  # every notebook: six classmates and two public entries
     assert all(p.similarity_a == p.similarity_b == 0 and p.overlap_tokens == 0 for p in frank)
 
 
@@ -448,7 +450,7 @@ def test_report_page_and_csv(result: SimilarityResult, tmp_path: Path):
     with open(csv_path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert len(rows) == 5 * (7 * 6 // 2 + 7 * 2)  # per notebook: class pairs and each learner against 2 entries
+    assert len(rows) == NOTEBOOKS * (7 * 6 // 2 + 7 * 2)  # per notebook: class pairs and each learner against 2 entries
     flagged = {(r["notebook"], r["learner_a"], r["learner_b"]) for r in rows if r["flagged"]}
     assert ("1_layers", "bob", "carol") in flagged and len(flagged) == result.flagged_count == 3
     assert not any(r["flagged"] for r in rows if float(r["similarity_a"]) < 0.6 > float(r["similarity_b"]))
@@ -462,7 +464,8 @@ def test_command_line_summary_and_nothing_written_under_submitted(course: Worksp
                 "--out", str(out), "--threshold", "0.6", "-j", "1"])
     printed = capsys.readouterr().out
     assert code == 0
-    assert "7 learners, 5 notebooks: 105 pairs compared, 1 flagged at similarity >= 0.6" in printed
+    assert (f"7 learners, {NOTEBOOKS} notebooks: {NOTEBOOKS * 21} pairs compared, 1 flagged at similarity >= 0.6"
+            in printed)
     assert str(out / "report.html") in printed and (out / "scores.csv").is_file()
     assert {p: p.stat().st_mtime_ns for p in submitted.rglob("*")} == before
 
