@@ -9,6 +9,8 @@ with the settings of the repository's ``nbgrader_config.py``.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -42,15 +44,20 @@ def bonus_notebooks(assignment: str, root: Path = SOURCE_DIR) -> set[str]:
     points are graded like any other, but reported apart from the assignment's own
     total (``score`` of ``max_score``, then ``bonus`` of ``bonus_max``): nbgrader's
     gradebook knows no bonus points and adds every notebook into one maximum.
+    Grading asks once per submission, so the files are read again only when they change.
     """
-    import json
+    return set(_bonus_names(tuple((path, path.stat().st_mtime_ns) for path in notebooks(assignment, root))))
 
+
+@functools.lru_cache(maxsize=64)
+def _bonus_names(files: tuple[tuple[Path, int], ...]) -> frozenset[str]:
+    """The stems of the notebooks among ``files`` (path, modification time) marked as a bonus."""
     names = set()
-    for path in notebooks(assignment, root):
+    for path, _ in files:
         metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
         if metadata.get("mytorch", {}).get("bonus") is True:
             names.add(path.stem)
-    return names
+    return frozenset(names)
 
 
 def load_config() -> Any:
@@ -134,6 +141,12 @@ class Workspace:
         return self._check(f"generate_feedback {assignment} for {student}",
                            self.api.generate_feedback(assignment, student, force=True))
 
+    def gradebook(self) -> Any:
+        """nbgrader's ``Gradebook`` of this course, to use as a context manager (``with ws.gradebook() as gb``)."""
+        from nbgrader.api import Gradebook
+
+        return Gradebook(self.db_url, self.api.coursedir.course_id)
+
     def scores(self, assignment: str, student: str) -> dict[str, Any]:
         """Scores of one submission from the gradebook.
 
@@ -142,11 +155,9 @@ class Workspace:
         ``score`` and ``max_score`` count the assignment's own notebooks, ``bonus`` and
         ``bonus_max`` its bonus notebooks (:func:`bonus_notebooks`; both 0 when it has none).
         """
-        from nbgrader.api import Gradebook
-
         bonus = bonus_notebooks(assignment)
         result: dict[str, Any] = {"score": 0.0, "max_score": 0.0, "bonus": 0.0, "bonus_max": 0.0, "notebooks": {}}
-        with Gradebook(self.db_url, self.api.coursedir.course_id) as gb:
+        with self.gradebook() as gb:
             submission = gb.find_submission(assignment, student)
             for nb in submission.notebooks:
                 result["notebooks"][nb.name] = {

@@ -120,12 +120,6 @@ class DeadlineError(RuntimeError):
     """The gradebook has no such assignment or submission; the message says what to run."""
 
 
-def _gradebook(workspace: Workspace) -> Any:
-    from nbgrader.api import Gradebook
-
-    return Gradebook(workspace.db_url, workspace.api.coursedir.course_id)
-
-
 def _find_assignment(gb: Any, workspace: Workspace, assignment: str) -> Any:
     from nbgrader.api import MissingEntry
 
@@ -147,7 +141,7 @@ def reapply_penalties(workspace: Workspace, assignment: str, students: list[str]
     import nbformat
     from nbgrader.preprocessors import AssignLatePenalties
 
-    with _gradebook(workspace) as gb:
+    with workspace.gradebook() as gb:
         spec = _find_assignment(gb, workspace, assignment)
         todo = [(s.student.id, nb.name) for s in spec.submissions for nb in s.notebooks
                 if s.timestamp is not None and (students is None or s.student.id in students)]
@@ -160,7 +154,7 @@ def reapply_penalties(workspace: Workspace, assignment: str, students: list[str]
 
 def set_due_date(workspace: Workspace, assignment: str, when: dt.datetime | None) -> None:
     """Set (or with None remove) the assignment's due date; graded submissions get new penalties."""
-    with _gradebook(workspace) as gb:
+    with workspace.gradebook() as gb:
         spec = _find_assignment(gb, workspace, assignment)
         extended = sorted(s.student.id for s in spec.submissions if s.extension is not None)
         if when is None and extended:
@@ -180,7 +174,7 @@ def grant_extension(workspace: Workspace, assignment: str, student: str, extensi
     """
     from nbgrader.api import MissingEntry
 
-    with _gradebook(workspace) as gb:
+    with workspace.gradebook() as gb:
         spec = _find_assignment(gb, workspace, assignment)
         if spec.duedate is None:
             raise DeadlineError(f"{assignment} has no due date, so an extension means nothing: set one with "
@@ -197,7 +191,7 @@ def grant_extension(workspace: Workspace, assignment: str, student: str, extensi
 
 def late_status(workspace: Workspace, assignment: str) -> dict[str, dict[str, Any]]:
     """Per student with a submission row: due date (with extension), submission time, lateness, penalty."""
-    with _gradebook(workspace) as gb:
+    with workspace.gradebook() as gb:
         spec = _find_assignment(gb, workspace, assignment)
         result = {}
         for s in spec.submissions:
@@ -266,7 +260,7 @@ def _workspace(args: Any) -> Workspace:
 def _print_status(workspace: Workspace, assignment: str) -> None:
     from course_tools.demo import format_table
 
-    with _gradebook(workspace) as gb:
+    with workspace.gradebook() as gb:
         due = _find_assignment(gb, workspace, assignment).duedate
     print(f"{assignment}: due {utc_text(due)}")
     rows = [["student", "own due date", "submitted", "late", "penalty"]]
@@ -305,7 +299,7 @@ def extension_main(args: Any) -> int:
         if args.remove:
             extension = None
         elif args.until:
-            with _gradebook(workspace) as gb:
+            with workspace.gradebook() as gb:
                 due = _find_assignment(gb, workspace, args.assignment).duedate
             if due is None:
                 raise DeadlineError(f"{args.assignment} has no due date yet: set it with "

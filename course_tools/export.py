@@ -49,9 +49,9 @@ def _flags(record: dict[str, Any] | None) -> dict[str, str]:
 def gradebook_rows(workspace: Workspace, assignment: str,
                    records: dict[str, dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
     """(columns, rows) for every student with a submission in the gradebook or a record."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
-    with Gradebook(workspace.db_url, workspace.api.coursedir.course_id) as gb:
+    with workspace.gradebook() as gb:
         spec = gb.find_assignment(assignment)
         layout = [(nb.name, [g.name for g in sorted(nb.grade_cells, key=lambda c: c.name)])
                   for nb in sorted(spec.notebooks, key=lambda n: n.name)]

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from course_tools.course import Workspace, bonus_notebooks
+from course_tools.course import Workspace
 from course_tools.preflight import PreflightReport, prepare_submission
 from course_tools.sandbox import KERNEL_NAME, SandboxSettings, prepare_kernel, prepare_matplotlib_cache, probe
 
@@ -266,25 +266,19 @@ class _Worker:
             else:
                 notebooks[name] = {"status": "not submitted", "reason": "missing or unreadable (see preflight)",
                                    "seconds": 0.0}
+        totals = dict.fromkeys(("score", "max_score", "bonus", "bonus_max"), 0.0)
         if report.gradable:
-            _merge_scores(notebooks, ws.scores(assignment, student))
+            scores = ws.scores(assignment, student)
+            _merge_scores(notebooks, scores)
+            totals = {key: scores[key] for key in totals}
         if self.options.feedback and any(nb["status"] == "graded" for nb in notebooks.values()):
             result = ws.api.generate_feedback(assignment, student, force=True)
             record["feedback"] = "written" if result.get("success") else _last_error_line(result)
         record["notebooks"] = notebooks
-        bonus = bonus_notebooks(assignment)
-        record["score"], record["max_score"] = _totals(nb for n, nb in notebooks.items() if n not in bonus)
-        record["bonus"], record["bonus_max"] = _totals(nb for n, nb in notebooks.items() if n in bonus)
+        record.update(totals)  # the assignment's own notebooks, and its bonus notebooks apart
         record["status"] = submission_status(notebooks, report)
         record["seconds"] = round(time.perf_counter() - started, 3)
         return record
-
-
-def _totals(notebooks: Iterable[dict[str, Any]]) -> tuple[float, float]:
-    """(score, max_score) added up over ``notebooks`` (a notebook without scores counts 0 of 0)."""
-    notebooks = list(notebooks)
-    return (sum(nb.get("score", 0.0) or 0.0 for nb in notebooks),
-            sum(nb.get("max_score", 0.0) or 0.0 for nb in notebooks))
 
 
 def _merge_scores(notebooks: dict[str, dict[str, Any]], scores: dict[str, Any]) -> None:
@@ -366,9 +360,9 @@ class GradingRefused(RuntimeError):
 
 
 def _prepare_gradebook(workspace: Workspace, assignment: str, students: Iterable[str]) -> None:
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
-    with Gradebook(workspace.db_url, workspace.api.coursedir.course_id) as gb:
+    with workspace.gradebook() as gb:
         try:
             gb.find_assignment(assignment)
         except MissingEntry:

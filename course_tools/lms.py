@@ -216,9 +216,9 @@ def _zip_time(info: zipfile.ZipInfo, zone: Any) -> dt.datetime:
 
 def _due_dates(workspace: Workspace, assignment: str) -> tuple[dt.datetime | None, dict[str, dt.datetime]]:
     """(assignment due date, {student: own due date with extension}) from the gradebook."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
-    with Gradebook(workspace.db_url, workspace.api.coursedir.course_id) as gb:
+    with workspace.gradebook() as gb:
         try:
             spec = gb.find_assignment(assignment)
         except MissingEntry:
@@ -370,10 +370,10 @@ def assignment_points(workspace: Workspace, assignments: list[str]) -> tuple[dic
 
     A learner without a graded submission has no score (an empty cell in the export).
     """
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     possible, scores = {}, {}
-    with Gradebook(workspace.db_url, workspace.api.coursedir.course_id) as gb:
+    with workspace.gradebook() as gb:
         for name in assignments:
             try:
                 spec = gb.find_assignment(name)
@@ -421,9 +421,7 @@ def export_rows(workspace: Workspace, roster: list[Learner], lms: str, assignmen
 
 def default_assignments(workspace: Workspace) -> list[str]:
     """The gradebook's assignments, by due date then name (nbgrader's order)."""
-    from nbgrader.api import Gradebook
-
-    with Gradebook(workspace.db_url, workspace.api.coursedir.course_id) as gb:
+    with workspace.gradebook() as gb:
         return [a.name for a in gb.assignments]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -176,8 +176,16 @@ def check_adam_step(namespace: Mapping[str, Any], seed: int | None = None) -> No
 
 # ---------------------------------------------------------------- Dropout
 
-def _layer(probe: Probe, key: str, Dropout: Any, case: DropoutCase) -> Any:
-    return probe.attempt(key, Dropout) if case.p is None else probe.attempt(key, Dropout, case.p)
+def _layers(probe: Probe, cases: list[DropoutCase]) -> Iterator[tuple[int, DropoutCase, Any]]:
+    """``(i, case, layer)`` for every case whose ``Dropout(p)`` the learner's class built (a failure is recorded)."""
+    Dropout = probe.learner("Dropout")
+    if Dropout is None:
+        return
+    for i, case in enumerate(cases):
+        arguments = () if case.p is None else (case.p,)
+        layer = probe.attempt(f"init:{i}", Dropout, *arguments)
+        if layer is not FAILED:
+            yield i, case, layer
 
 
 def input_digest(A: np.ndarray) -> str:
@@ -185,26 +193,18 @@ def input_digest(A: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(A, dtype=np.float64).tobytes()).hexdigest()[:32]
 
 
-def _forward(probe: Probe, key: str, layer: Any, A: np.ndarray) -> None:
-    """Record what ``layer.forward(copy of A)`` returned, the mask it stored, and the input's digest afterwards."""
-    given = A.copy()
-    probe.call(f"out:{key}", layer.forward, given)
-    probe.attribute(f"mask:{key}", layer, "mask")
-    probe.record(f"input:{key}", input_digest(given))
-
-
 def _dropout_train(probe: Probe) -> None:
-    Dropout = probe.learner("Dropout")
-    if Dropout is None:
-        return
-    for i, case in enumerate(cases_dropout_train(probe.rng)):
-        layer = _layer(probe, f"init:{i}", Dropout, case)
-        if layer is FAILED:
-            continue
-        _forward(probe, f"{i}", layer, case.A)
+    for i, case, layer in _layers(probe, cases_dropout_train(probe.rng)):
+        given = case.A.copy()
+        probe.call(f"out:{i}", layer.forward, given)
+        probe.attribute(f"mask:{i}", layer, "mask")
+        probe.record(f"input:{i}", input_digest(given))
         if case.A.size >= 1000:
             probe.attempt(f"again:{i}", layer.forward, case.A.copy(), train=True)
             probe.attribute(f"mask:{i}:again", layer, "mask")
+    Dropout = probe.learner("Dropout")
+    if Dropout is None:
+        return
     for j, A in enumerate(timing_inputs(probe.rng)):
         layer = probe.attempt(f"time:{j}", Dropout, 0.5)
         if layer is not FAILED:
@@ -213,13 +213,7 @@ def _dropout_train(probe: Probe) -> None:
 
 
 def _dropout_eval(probe: Probe) -> None:
-    Dropout = probe.learner("Dropout")
-    if Dropout is None:
-        return
-    for i, case in enumerate(cases_dropout_eval(probe.rng)):
-        layer = _layer(probe, f"init:{i}", Dropout, case)
-        if layer is FAILED:
-            continue
+    for i, case, layer in _layers(probe, cases_dropout_eval(probe.rng)):
         given = case.A.copy()
         probe.call(f"out:{i}", layer.forward, given, train=False)
         probe.record(f"input:{i}", input_digest(given))
@@ -229,17 +223,10 @@ def _dropout_eval(probe: Probe) -> None:
 
 
 def _dropout_backward(probe: Probe) -> None:
-    Dropout = probe.learner("Dropout")
-    if Dropout is None:
-        return
-    for i, case in enumerate(cases_dropout_backward(probe.rng)):
-        layer = _layer(probe, f"init:{i}", Dropout, case)
-        if layer is FAILED:
-            continue
-        if probe.attempt(f"forward:{i}", layer.forward, case.A.copy()) is FAILED:
-            continue
-        probe.attribute(f"mask:{i}", layer, "mask")
-        probe.call(f"out:{i}", layer.backward, case.G.copy())
+    for i, case, layer in _layers(probe, cases_dropout_backward(probe.rng)):
+        if probe.attempt(f"forward:{i}", layer.forward, case.A.copy()) is not FAILED:
+            probe.attribute(f"mask:{i}", layer, "mask")
+            probe.call(f"out:{i}", layer.backward, case.G.copy())
 
 
 def check_dropout_train(namespace: Mapping[str, Any], seed: int | None = None) -> None:
