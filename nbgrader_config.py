@@ -30,8 +30,8 @@ from nbgrader.preprocessors import (  # noqa: E402
 )
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
 
-from course_tools.deadlines import LatePenaltyPerDay  # noqa: E402
-from course_tools.nbgrader_ext import (  # noqa: E402
+from course_tools.term.deadlines import LatePenaltyPerDay  # noqa: E402
+from course_tools.authoring.nbgrader_ext import (  # noqa: E402
     ClearSolutionsNamed,
     DecideHiddenTests,
     HiddenTestSeeds,

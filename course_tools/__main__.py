@@ -24,23 +24,23 @@ def main(argv: list[str] | None = None) -> int:
                            help="publish even if the committed release/ differs from a fresh generation")
 
     p_mutate = sub.add_parser("mutate", help="mutate the solutions, autograde each mutant, report the kill ratio")
-    from course_tools.mutation import add_arguments as add_mutate_arguments
+    from course_tools.quality.mutation import add_arguments as add_mutate_arguments
 
     add_mutate_arguments(p_mutate)
 
-    from course_tools.grade_class import add_arguments as add_grade_arguments, add_preflight_arguments
+    from course_tools.grading.class_grading import add_arguments as add_grade_arguments, add_preflight_arguments
 
     add_grade_arguments(sub.add_parser("grade", help="grade a whole class: preflight, sandboxed parallel autograde, "
                                                      "summary table and CSV"))
     add_preflight_arguments(sub.add_parser("preflight", help="check submissions against the release without grading"))
 
-    from course_tools.similarity import add_archive_arguments, add_arguments as add_similarity_arguments
+    from course_tools.term.similarity import add_archive_arguments, add_arguments as add_similarity_arguments
 
     add_similarity_arguments(sub.add_parser("similarity", help="similarity report of a class (and earlier terms): "
                                                                "pairs to look at, HTML and CSV"))
     add_archive_arguments(sub.add_parser("archive", help="store a class's own code for later similarity reports"))
 
-    from course_tools import deadlines, lms
+    from course_tools.term import deadlines, lms
 
     deadlines.add_deadline_arguments(sub.add_parser("deadline", help="show or set an assignment's due date "
                                                                      "(late penalties follow nbgrader_config.py)"))
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in term:
         return term[args.command](args)
     if args.command == "release":
-        from course_tools.release import generate_release
+        from course_tools.authoring.release import generate_release
 
         names = generate_release(names=args.assignments or None)
         print(f"release/ regenerated for: {', '.join(names)}")
@@ -65,27 +65,27 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(args.workdir)
     if args.command == "publish":
-        from course_tools.publish import main as publish
+        from course_tools.authoring.publish import main as publish
 
         return publish(args.out, sync=args.sync_header, check_release=not args.no_release_check)
     if args.command == "mutate":
-        from course_tools.mutation import main as mutate
+        from course_tools.quality.mutation import main as mutate
 
         return mutate(args)
     if args.command == "grade":
-        from course_tools.grade_class import main as grade
+        from course_tools.grading.class_grading import main as grade
 
         return grade(args)
     if args.command == "preflight":
-        from course_tools.grade_class import preflight_main
+        from course_tools.grading.class_grading import preflight_main
 
         return preflight_main(args)
     if args.command == "similarity":
-        from course_tools.similarity import main as similarity
+        from course_tools.term.similarity import main as similarity
 
         return similarity(args)
     if args.command == "archive":
-        from course_tools.similarity import archive_main
+        from course_tools.term.similarity import archive_main
 
         return archive_main(args)
     return 2

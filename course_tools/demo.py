@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from course_tools.course import REPO_ROOT, Workspace, assignments, notebooks
-from course_tools.examples import EXAMPLES, Example, handed_in_files
-from course_tools.release import generate_release
-from course_tools.submissions import learner_notebook, write_submission
+from course_tools.authoring.examples import EXAMPLES, Example, handed_in_files
+from course_tools.authoring.release import generate_release
+from course_tools.authoring.submissions import learner_notebook, write_submission
 
 
 def submit_example(workspace: Workspace, example: Example, assignment: str) -> Path:
@@ -56,7 +56,7 @@ def run_demo(workdir: str | Path = "build/demo") -> int:
         shutil.rmtree(workdir)
     workspace = Workspace(workdir)
     try:
-        from course_tools.sandbox import SandboxUnavailable, probe
+        from course_tools.grading.sandbox import SandboxUnavailable, probe
 
         probe()
     except SandboxUnavailable as why:

@@ -6,7 +6,7 @@
 #               /usr/bin/chromium through Playwright; Playwright's own browser
 #               downloads are not used)
 #   bubblewrap  the sandbox student code runs in while autograding
-#               (course_tools/sandbox.py, tests/test_sandbox.py, tests/test_adversarial.py)
+#               (course_tools/grading/sandbox.py, tests/test_sandbox.py, tests/test_adversarial.py)
 #   postgresql  the server the PostgreSQL gradebook tests start on loopback
 #               (tests/test_postgres.py starts its own server; the default cluster is unused)
 #   util-linux  setpriv and prlimit, used by the sandbox and its tests (normally present);

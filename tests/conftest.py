@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from course_tools.course import Workspace, assignments, notebooks
-from course_tools.execute import kernel_environment
+from course_tools.grading.execute import kernel_environment
 
 os.environ.update({k: v for k, v in kernel_environment().items() if k.endswith("_THREADS")})
 
@@ -35,8 +35,8 @@ class GradingSession:
               files: dict[str, Path] | None = None) -> dict[str, Any]:
         """Submit ``nbs`` (name -> notebook) and ``files`` (name -> path; default: the reference's handed-in
         files, such as its trained model.pt) as ``student`` and return the gradebook scores."""
-        from course_tools.examples import handed_in_files
-        from course_tools.submissions import write_submission
+        from course_tools.authoring.examples import handed_in_files
+        from course_tools.authoring.submissions import write_submission
 
         key = (student, assignment)
         if key not in self._graded:

@@ -24,7 +24,7 @@ from course_tools.hidden.probes import kit
 from course_tools.hidden.probes.kit import default_seed
 from course_tools.hidden.verdicts.engine import CELL_SEPARATOR, hidden_call, judge
 from course_tools.hidden.verdicts.kit import Evidence, Wrong, decode
-from course_tools.submissions import learner_notebook, solution_text
+from course_tools.authoring.submissions import learner_notebook, solution_text
 
 
 #: where :func:`run_as_notebook` leaves the code it ran (what the grader reads as the learner's code)

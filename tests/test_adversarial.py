@@ -29,12 +29,12 @@ import nbformat
 import pytest
 
 from conftest import ASSIGNMENTS
-from course_tools.benchmark_grading import half_done
+from course_tools.quality.benchmark_grading import half_done
 from course_tools.course import REPO_ROOT, Workspace, notebooks
-from course_tools.examples import EXAMPLES
-from course_tools.grade_class import load_record
-from course_tools.sandbox import probe
-from course_tools.submissions import learner_notebook, write_submission
+from course_tools.authoring.examples import EXAMPLES
+from course_tools.grading.class_grading import load_record
+from course_tools.grading.sandbox import probe
+from course_tools.authoring.submissions import learner_notebook, write_submission
 
 SUITE_ASSIGNMENTS = ASSIGNMENTS if os.environ.get("MYTORCH_ADVERSARIAL_ALL") else ASSIGNMENTS[:1]
 MARK = "# adversarial cell"

@@ -9,7 +9,7 @@ assignment and grade it:
 - Colab-saved, nbgrader metadata kept: full marks, the same score in every
   graded cell as the same solution saved by Jupyter;
 - Colab-saved with the nbgrader metadata lost (as some editors and
-  copy-and-paste do): after the submission preflight (``course_tools.preflight``)
+  copy-and-paste do): after the submission preflight (``course_tools.grading.preflight``)
   the same full marks; without it, the notebook is not graded correctly.
 """
 
@@ -24,8 +24,8 @@ import pytest
 
 from conftest import ASSIGNMENTS
 from course_tools.course import notebooks
-from course_tools.examples import handed_in_files
-from course_tools.submissions import learner_notebook, write_submission
+from course_tools.authoring.examples import handed_in_files
+from course_tools.authoring.submissions import learner_notebook, write_submission
 
 # A 1 x 1 PNG: what a plot output looks like in the saved file, minus the size.
 _PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -129,7 +129,7 @@ def test_colab_saved_reference_scores_like_jupyter(assignment: str, grading):
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_colab_saved_without_nbgrader_metadata_scores_full_after_preflight(assignment: str, grading, tmp_path: Path):
-    from course_tools.preflight import prepare_submission
+    from course_tools.grading.preflight import prepare_submission
 
     reference = _reference_scores(grading, assignment)
     student = "colab_stripped"

@@ -36,8 +36,8 @@ import pytest
 
 from course_tools import __main__ as cli
 from course_tools.course import Workspace
-from course_tools.examples import EXAMPLES
-from course_tools.submissions import learner_notebook
+from course_tools.authoring.examples import EXAMPLES
+from course_tools.authoring.submissions import learner_notebook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates Unix users for the learners: run as root (CI does)")
 

@@ -18,9 +18,9 @@ import nbformat
 import pytest
 
 from conftest import ASSIGNMENTS
-from course_tools.benchmark_grading import submit_class, synthetic_class
+from course_tools.quality.benchmark_grading import submit_class, synthetic_class
 from course_tools.course import RELEASE_DIR, SOURCE_DIR, Workspace, notebooks
-from course_tools.grade_class import CourseSpec, GradeOptions, grade_class
+from course_tools.grading.class_grading import CourseSpec, GradeOptions, grade_class
 
 HIDDEN = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 #: hidden lines shorter than this are too generic to search for (``pass``, ``)``)

@@ -20,10 +20,10 @@ import pytest
 
 from conftest import ASSIGNMENTS
 from course_tools import __main__ as cli
-from course_tools import sandbox
-from course_tools.benchmark_grading import gradebook_dump, submit_class, synthetic_class
+from course_tools.grading import sandbox
+from course_tools.quality.benchmark_grading import gradebook_dump, submit_class, synthetic_class
 from course_tools.course import Workspace, notebooks
-from course_tools.grade_class import (PREFLIGHTED, CourseSpec, GradeOptions, GradingRefused, grade_class,
+from course_tools.grading.class_grading import (PREFLIGHTED, CourseSpec, GradeOptions, GradingRefused, grade_class,
                                       load_record, record_path)
 
 CLASS_SIZE = 4

@@ -17,7 +17,7 @@ from course_tools.hidden.probes import kit
 from course_tools.hidden.probes.kit import RECORD_MIME, default_seed
 from course_tools.hidden.verdicts import engine
 from course_tools.hidden.verdicts.pen_and_paper import exact_values
-from course_tools.nbgrader_ext import ScrubGraderText, grader_lines
+from course_tools.authoring.nbgrader_ext import ScrubGraderText, grader_lines
 
 NOTEBOOK = SOURCE_DIR / "01_pen_and_paper" / "pen_and_paper.ipynb"
 SECRET = b"a course secret for tests"

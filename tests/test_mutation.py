@@ -20,7 +20,7 @@ import pytest
 
 from conftest import ASSIGNMENTS
 from course_tools.course import RELEASE_DIR
-from course_tools.mutation import (
+from course_tools.quality.mutation import (
     Mutant,
     assignment_mutants,
     code_mutants,
@@ -29,7 +29,7 @@ from course_tools.mutation import (
     run_mutation,
     sample_mutants,
 )
-from course_tools.submissions import learner_notebook, solution_text
+from course_tools.authoring.submissions import learner_notebook, solution_text
 
 #: mutants per notebook graded by the sampled check (raise it locally for a broader look)
 SAMPLE = int(os.environ.get("MYTORCH_MUTATION_SAMPLE", "2"))
@@ -165,7 +165,7 @@ def test_sampled_mutants_lose_points(assignment: str, tmp_path: Path):
         survivors = [f"{v.id}: {v.diff}" for v in report.verdicts if v.status in ("survived", "error")]
         assert not survivors, (
             f"{assignment}/{report.notebook}: these mutants kept full marks; strengthen the hidden tests, or "
-            f"list them in course_tools/mutation_equivalents.py with the reason: {survivors}")
+            f"list them in course_tools/quality/mutation_equivalents.py with the reason: {survivors}")
     assert code == 0
 
 

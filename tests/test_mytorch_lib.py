@@ -277,7 +277,7 @@ def test_is_autograding(monkeypatch):
 def test_import_from_notebook_runs_only_answers_and_imports(tmp_path, monkeypatch):
     import nbformat
 
-    from course_tools.authoring import code, solution, tests, write_notebook
+    from course_tools.authoring.cells import code, solution, tests, write_notebook
 
     write_notebook(tmp_path / "layers.ipynb", [
         code("imports", "import numpy as np"),
@@ -301,7 +301,7 @@ def test_import_from_notebook_on_colab_finds_the_learners_copy_in_drive(tmp_path
     import os
     import time
 
-    from course_tools.authoring import solution, write_notebook
+    from course_tools.authoring.cells import solution, write_notebook
     from mytorch_lib import notebooks
 
     work, drive = tmp_path / "content", tmp_path / "drive"
@@ -329,7 +329,7 @@ def test_import_from_notebook_on_colab_finds_the_learners_copy_in_drive(tmp_path
 
 
 def test_import_from_notebook_says_the_file_is_read_as_saved(tmp_path, monkeypatch):
-    from course_tools.authoring import solution, write_notebook
+    from course_tools.authoring.cells import solution, write_notebook
 
     write_notebook(tmp_path / "1_layers.ipynb", [solution("answer", "raise NotImplementedError()")], total_points=0)
     monkeypatch.chdir(tmp_path)

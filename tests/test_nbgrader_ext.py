@@ -5,10 +5,10 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from course_tools.authoring import KERNELSPEC, solution
-from course_tools.authoring import tests as graded_cell
+from course_tools.authoring.cells import KERNELSPEC, solution
+from course_tools.authoring.cells import tests as graded_cell
 from course_tools.course import RELEASE_DIR
-from course_tools.nbgrader_ext import ClearSolutionsNamed, ScrubHiddenTracebacks, answer_placeholders, enclosing_name
+from course_tools.authoring.nbgrader_ext import ClearSolutionsNamed, ScrubHiddenTracebacks, answer_placeholders, enclosing_name
 
 
 def _clear(source: str) -> str:

@@ -29,7 +29,7 @@ from course_tools.hidden.probes import kit
 from course_tools.hidden.verdicts import batchnorm as verdicts
 from course_tools.hidden.verdicts.engine import HiddenCall, judge
 from course_tools.hidden.verdicts.kit import Evidence
-from course_tools.submissions import learner_notebook, solution_text
+from course_tools.authoring.submissions import learner_notebook, solution_text
 from learner_cells import garbled_outcomes, probe_records, LEARNER_CODE, failing, run_as_notebook
 
 ASSIGNMENT, NOTEBOOK, CLASS_CELL = "02_numpy_library", "5_batchnorm", "bn_class"

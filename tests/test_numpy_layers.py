@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 
 from course_tools.course import REPO_ROOT, notebooks
-from course_tools.examples import EXAMPLES
+from course_tools.authoring.examples import EXAMPLES
 from course_tools.hidden.probes import kit
 from course_tools.hidden.probes import layers as probes
 from course_tools.hidden.verdicts import layers as verdicts
 from course_tools.hidden.verdicts.engine import HiddenCall, judge
 from course_tools.hidden.verdicts.kit import Evidence
-from course_tools.submissions import learner_notebook
+from course_tools.authoring.submissions import learner_notebook
 from learner_cells import GARBLES, garbled_outcomes, probe_records, LEARNER_CODE, failing, reference_code, run_as_notebook, submission, whole_cell
 
 ASSIGNMENT = "02_numpy_library"

@@ -23,7 +23,7 @@ from course_tools.hidden.probes import losses as probes
 from course_tools.hidden.verdicts import losses as verdicts
 from course_tools.hidden.verdicts.engine import HiddenCall, judge
 from course_tools.hidden.verdicts.kit import Evidence
-from course_tools.submissions import learner_notebook
+from course_tools.authoring.submissions import learner_notebook
 from learner_cells import garbled_outcomes, probe_records, LEARNER_CODE, failing, reference_code, run_as_notebook, whole_cell
 
 ASSIGNMENT = "02_numpy_library"

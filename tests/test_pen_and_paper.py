@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from course_tools.examples import EXAMPLES
+from course_tools.authoring.examples import EXAMPLES
 from course_tools.hidden.verdicts import pen_and_paper as grader
 from course_tools.hidden.probes.kit import encode
 from course_tools.hidden.verdicts.kit import Evidence, Wrong
-from course_tools.submissions import learner_notebook
+from course_tools.authoring.submissions import learner_notebook
 
 ASSIGNMENT, NOTEBOOK = "01_pen_and_paper", "pen_and_paper"
 ALL_TESTS = [f"test_{name}" for name in grader.SHAPES]

@@ -23,9 +23,9 @@ from typing import Iterator
 import pytest
 
 from conftest import ASSIGNMENTS
-from course_tools.benchmark_grading import gradebook_dump, submit_class, synthetic_class
+from course_tools.quality.benchmark_grading import gradebook_dump, submit_class, synthetic_class
 from course_tools.course import REPO_ROOT, Workspace
-from course_tools.grade_class import CourseSpec, GradeOptions, grade_class
+from course_tools.grading.class_grading import CourseSpec, GradeOptions, grade_class
 
 pytest.importorskip("psycopg", reason="psycopg[binary] is in requirements.txt: run `make env`")
 CLASS_SIZE = 8

@@ -17,8 +17,8 @@ import pytest
 
 from conftest import NOTEBOOK_IDS, NOTEBOOKS
 from course_tools.course import RELEASE_DIR, notebooks
-from course_tools.preflight import KEY_FIELDS, prepare_submission, repair_notebook
-from course_tools.submissions import learner_notebook, write_submission
+from course_tools.grading.preflight import KEY_FIELDS, prepare_submission, repair_notebook
+from course_tools.authoring.submissions import learner_notebook, write_submission
 
 
 def _meta(cell) -> dict:

@@ -24,7 +24,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from course_tools import publish as pub
+from course_tools.authoring import publish as pub
 from course_tools.course import REPO_ROOT, assignments, notebooks
 from learner_bundle import published
 

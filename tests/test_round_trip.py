@@ -18,9 +18,9 @@ import pytest
 
 from conftest import ASSIGNMENTS, NOTEBOOK_IDS, NOTEBOOKS
 from course_tools.course import RELEASE_DIR, SOURCE_DIR, bonus_notebooks, notebooks
-from course_tools.examples import handed_in_files
-from course_tools.execute import kernel_environment, run_notebook
-from course_tools.submissions import learner_notebook
+from course_tools.authoring.examples import handed_in_files
+from course_tools.grading.execute import kernel_environment, run_notebook
+from course_tools.authoring.submissions import learner_notebook
 
 HIDDEN = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
@@ -100,7 +100,7 @@ def test_figures_are_embedded_so_they_show_on_colab(assignment: str, name: str, 
     import base64
     import re
 
-    from course_tools.authoring import FIGURES_DIR, embed_figures
+    from course_tools.authoring.cells import FIGURES_DIR, embed_figures
 
     nb = nbformat.read(SOURCE_DIR / assignment / f"{name}.ipynb", as_version=4)
     for cell in nb.cells:

@@ -22,7 +22,7 @@ import nbformat
 import pytest
 
 from course_tools.course import REPO_ROOT
-from course_tools.sandbox import SandboxSettings, probe, run_sandboxed
+from course_tools.grading.sandbox import SandboxSettings, probe, run_sandboxed
 
 SMALL = SandboxSettings(memory_mb=1024, max_processes=64, file_size_mb=1, wall_clock_cap=60)
 
@@ -191,13 +191,13 @@ except MemoryError:
 
 
 def _bounded_run(tmp_path: Path, source: str) -> tuple[list[str], dict]:
-    """Run one cell through ``python -m course_tools.sandbox`` under the test's own limits."""
+    """Run one cell through ``python -m course_tools.grading.sandbox`` under the test's own limits."""
     path = tmp_path / "work" / "nb.ipynb"
     path.parent.mkdir()
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)]), path)
     result = subprocess.run(
         ["prlimit", "--nproc=512", f"--as={12 * 2**30}", "--fsize=" + str(2**30), "--",
-         sys.executable, "-m", "course_tools.sandbox", str(path), "--memory-mb", "1024", "--max-processes", "64",
+         sys.executable, "-m", "course_tools.grading.sandbox", str(path), "--memory-mb", "1024", "--max-processes", "64",
          "--cell-timeout", "60", "--json", str(tmp_path / "out.json")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -29,11 +29,11 @@ import pytest
 
 from course_tools.__main__ import main as cli
 from course_tools.course import Workspace, notebooks
-from course_tools.similarity import (AGAINST_PREFIX, ARCHIVE_FORMAT, CSV_COLUMNS, DEFAULT_THRESHOLD, Learner,
+from course_tools.term.similarity import (AGAINST_PREFIX, ARCHIVE_FORMAT, CSV_COLUMNS, DEFAULT_THRESHOLD, Learner,
                                      PairScore, Settings, SimilarityResult, boilerplate_hashes, document,
                                      fingerprint, notebook_code, own_code, pair_scores, release_notebooks,
                                      run_similarity, write_report)
-from course_tools.submissions import learner_notebook, write_submission
+from course_tools.authoring.submissions import learner_notebook, write_submission
 
 ASSIGNMENT = "02_numpy_library"
 #: notebooks of the assignment (each is compared on its own)

@@ -24,13 +24,13 @@ import nbformat
 import pytest
 
 from course_tools import __main__ as cli
-from course_tools import lms
-from course_tools.benchmark_grading import gradebook_dump
+from course_tools.term import lms
+from course_tools.quality.benchmark_grading import gradebook_dump
 from course_tools.course import Workspace, load_config
-from course_tools.deadlines import LatePenaltyPerDay, late_penalty, late_status, parse_time, started_days, BadTime
-from course_tools.examples import EXAMPLES
-from course_tools.grade_class import PREFLIGHTED
-from course_tools.submissions import learner_notebook
+from course_tools.term.deadlines import LatePenaltyPerDay, late_penalty, late_status, parse_time, started_days, BadTime
+from course_tools.authoring.examples import EXAMPLES
+from course_tools.grading.class_grading import PREFLIGHTED
+from course_tools.authoring.submissions import learner_notebook
 
 ASSIGNMENT = "01_pen_and_paper"
 NOTEBOOK = "pen_and_paper"

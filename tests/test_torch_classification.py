@@ -10,7 +10,7 @@
   passes everything with 91 % or more; an untrained network and a linear model lose the accuracy
   points they should; a missing, unreadable, foreign or oversized ``model.pt`` costs exactly the
   points that need it, with a message; classic slips cost their own cell; tampered records fail.
-- The bar (``course_tools.torch_baselines``): a linear model and a plain MLP, trained as the notebook
+- The bar (``course_tools.quality.torch_baselines``): a linear model and a plain MLP, trained as the notebook
   trains them, lose the 90 % points; a model that was never trained earns no accuracy point.
 - Through nbgrader: a submission without ``model.pt`` keeps the points of its functions only.
 """
@@ -35,17 +35,17 @@ import numpy as np
 import pytest
 import torch
 
-from course_tools import fashion_data
+from course_tools.quality import fashion_data
 from course_tools.course import RELEASE_DIR, REPO_ROOT, SOURCE_DIR, notebooks
-from course_tools.examples import EXAMPLE_FILES, EXAMPLE_MODEL_RECIPE, handed_in_files, recipe_digest
+from course_tools.authoring.examples import EXAMPLE_FILES, EXAMPLE_MODEL_RECIPE, handed_in_files, recipe_digest
 from course_tools.hidden.probes import torch_classification as probes
 from course_tools.hidden.probes.kit import encode, rng
 from course_tools.hidden.verdicts import torch_classification as checks
 from course_tools.hidden.verdicts.engine import hidden_call, judge
 from course_tools.hidden.verdicts.kit import Evidence, GradingMachineError
-from course_tools.sandbox import COURSE_READ_ONLY
-from course_tools.submissions import learner_notebook
-from course_tools.torch_baselines import CLASSIFICATION, VARIANTS, apply_edits, run_variant
+from course_tools.grading.sandbox import COURSE_READ_ONLY
+from course_tools.authoring.submissions import learner_notebook
+from course_tools.quality.torch_baselines import CLASSIFICATION, VARIANTS, apply_edits, run_variant
 from learner_cells import reference_code
 from mytorch_lib import fashion
 import torch_cells
@@ -115,14 +115,14 @@ def test_committed_test_split_matches_its_digests_and_is_balanced():
     images, labels = _test_split()
     assert images.shape == (fashion_data.TEST_SIZE, 28, 28) and images.dtype == np.uint8
     assert labels.shape == (fashion_data.TEST_SIZE,) and labels.dtype == np.int64
-    problem = "changed: rebuild it with `python -m course_tools.fashion_data` (see DATA.md)"
+    problem = "changed: rebuild it with `python -m course_tools.quality.fashion_data` (see DATA.md)"
     assert fashion.array_digest(images) == checks.DIGESTS["test_images"], f"test images {problem}"
     assert fashion.array_digest(labels=labels) == checks.DIGESTS["test_labels"], f"test labels {problem}"
     assert np.all(np.bincount(labels, minlength=10) == fashion_data.TEST_SIZE // 10)
 
 
 def test_test_split_is_rebuilt_byte_for_byte_from_the_public_files():
-    """`python -m course_tools.fashion_data --check` rebuilds both files from the Debian package, identical."""
+    """`python -m course_tools.quality.fashion_data --check` rebuilds both files from the Debian package, identical."""
     built = fashion_data.build_test_split(fashion.DEBIAN_FOLDER)
     for name, path in fashion_data.FILES.items():
         assert built[name] == path.read_bytes(), f"{path.name} differs from a fresh build"
@@ -268,9 +268,9 @@ def measured_test_accuracy(ns: dict) -> float:
 def test_example_model_was_trained_by_the_current_reference():
     assert recipe_digest() == EXAMPLE_MODEL_RECIPE, (
         "the reference cells that decide the example model changed: retrain it with `python -m "
-        "course_tools.torch_baselines --assignments 04_torch_classification --seeds 0 --variants reference "
-        "--save-files course_tools/example_files/04_torch_classification` and pin the printed recipe "
-        "digest in course_tools/examples.py")
+        "course_tools.quality.torch_baselines --assignments 04_torch_classification --seeds 0 --variants reference "
+        "--save-files course_tools/authoring/example_files/04_torch_classification` and pin the printed recipe "
+        "digest in course_tools/authoring/examples.py")
 
 
 def test_reference_model_passes_with_91_percent(in_graded_folder):
@@ -602,7 +602,7 @@ def test_baselines_cell_trains_the_linear_model_and_the_mlp_with_the_learners_lo
 
 @pytest.fixture(scope="module")
 def weak_runs() -> dict:
-    """The weak variants of ``course_tools.torch_baselines``, each trained as a learner would and then graded
+    """The weak variants of ``course_tools.quality.torch_baselines``, each trained as a learner would and then graded
     as nbgrader runs the notebook (two at a time: each run is one single-threaded kernel)."""
     names = ("linear", "mlp", "untrained")
     with ThreadPoolExecutor(2) as pool:

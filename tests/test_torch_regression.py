@@ -26,7 +26,7 @@ from course_tools.hidden.probes import torch_regression as probes
 from course_tools.hidden.probes.kit import encode, rng
 from course_tools.hidden.verdicts import torch_regression as verdicts
 from course_tools.hidden.verdicts.kit import Evidence
-from course_tools.torch_baselines import REGRESSION, VARIANTS, apply_edits
+from course_tools.quality.torch_baselines import REGRESSION, VARIANTS, apply_edits
 from learner_cells import reference_code
 from torch_cells import evidence, exec_cells, grade_variant, hidden_verdict, judged, record
 
@@ -353,7 +353,7 @@ def test_straight_line_submission_graded_by_nbgrader(grading):
 def test_baselines_score_cells_as_nbgrader_does():
     """The PyTorch baselines score an executed notebook with nbgrader's own rule, after its IgnorePattern step."""
     from course_tools.course import load_config
-    from course_tools.torch_baselines import score_cells
+    from course_tools.quality.torch_baselines import score_cells
 
     def graded(grade_id: str, *outputs: dict) -> nbformat.NotebookNode:
         cell = nbformat.v4.new_code_cell("pass", id=grade_id)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from course_tools.course import RELEASE_DIR, SOURCE_DIR, notebooks
-from course_tools.execute import run_notebook
+from course_tools.grading.execute import run_notebook
 from learner_cells import reference_code, run_as_notebook
 from mytorch_lib import checks, gradcheck
 from mytorch_lib.checks import CheckFailure

@@ -14,8 +14,8 @@ from course_tools.hidden.probes import kit
 from course_tools.hidden.probes.kit import default_seed
 from course_tools.hidden.verdicts.engine import hidden_call, judge
 from course_tools.hidden.verdicts.kit import Evidence, Wrong
-from course_tools.submissions import learner_notebook
-from course_tools.torch_baselines import VARIANTS
+from course_tools.authoring.submissions import learner_notebook
+from course_tools.quality.torch_baselines import VARIANTS
 
 
 def exec_cells(*cells: str) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def exec_cells(*cells: str) -> dict[str, Any]:
 
 
 def grade_variant(grading: Any, student: str, assignment: str, variant: str) -> tuple[float, set[str]]:
-    """Submit a variant of ``course_tools.torch_baselines.VARIANTS`` through nbgrader.
+    """Submit a variant of ``course_tools.quality.torch_baselines.VARIANTS`` through nbgrader.
 
     Returns the total score and the grade ids of the cells that lost points.
     """
@@ -43,7 +43,7 @@ def grade_variant(grading: Any, student: str, assignment: str, variant: str) -> 
 def test_cell(assignment: str, grade_id: str) -> Any:
     """The graded test cell ``grade_id`` of the assignment's PyTorch notebook."""
     from course_tools.course import SOURCE_DIR
-    from course_tools.torch_baselines import NOTEBOOK
+    from course_tools.quality.torch_baselines import NOTEBOOK
 
     nb = nbformat.read(SOURCE_DIR / assignment / f"{NOTEBOOK[assignment]}.ipynb", as_version=4)
     return next(c for c in nb.cells if c.get("id") == grade_id)

@@ -17,7 +17,7 @@ seed, and calls the verdict module's function of the same name. A wrong answer
 (or a missing or malformed record) becomes the cell's error output, which
 nbgrader scores 0; the message is what the learner reads.
 
-The nbgrader preprocessors around this are in :mod:`course_tools.nbgrader_ext`;
+The nbgrader preprocessors around this are in :mod:`course_tools.authoring.nbgrader_ext`;
 in-process runs (tests, PyTorch baselines) call :func:`decide_notebook`.
 """
 

@@ -13,7 +13,7 @@
 
 The test split is kept as two files: the images, which the model must run on, next to the
 probes (mounted into the grading sandbox), and the labels here. :data:`DIGESTS` pins the
-arrays of both (:mod:`course_tools.fashion_data` rebuilds and verifies them).
+arrays of both (:mod:`course_tools.quality.fashion_data` rebuilds and verifies them).
 """
 
 from __future__ import annotations

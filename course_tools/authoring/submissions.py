@@ -79,7 +79,7 @@ def write_submission(folder: Path, notebooks: Mapping[str, Any], *, release_fold
     """Write a submission folder: the given notebooks, the release's other files and ``files`` (name -> source).
 
     ``files`` are what a learner hands in besides the notebooks, such as a trained ``model.pt``
-    (see :func:`course_tools.examples.handed_in_files`).
+    (see :func:`course_tools.authoring.examples.handed_in_files`).
     """
     folder = Path(folder)
     if folder.exists():

@@ -4,7 +4,7 @@ Every submission goes through nbgrader itself (its gradebook, its
 ``Autograde`` converter and preprocessors); this module only organises the
 work around it:
 
-- **preflight** (:mod:`course_tools.preflight`): each ``submitted/<student>/
+- **preflight** (:mod:`course_tools.grading.preflight`): each ``submitted/<student>/
   <assignment>`` is checked against the release and the folder nbgrader
   grades is written to ``preflighted/`` with unambiguous repairs applied;
 - **parallel workers**: N long-lived processes (default: the number of cores)
@@ -12,14 +12,14 @@ work around it:
   CLI call) is paid once per worker instead of once per submission;
 - **one nbgrader call per notebook** (``--notebook``, as in the CLI): a kernel
   that dies or hangs loses that notebook only, and is recorded with the reason;
-- **sandbox** (:mod:`course_tools.sandbox`): kernels start through the sandbox
+- **sandbox** (:mod:`course_tools.grading.sandbox`): kernels start through the sandbox
   kernelspec; its launcher enforces a wall-clock cap per notebook on top of
   nbgrader's per-cell timeout and reports why a kernel ended;
 - **resumable**: a record per submission in ``grading_reports/<assignment>/``
   holds the result and a fingerprint of the submitted files; a submission
   whose record matches is skipped unless ``force`` (or ``retry_failed`` for
   failures);
-- **summary table and CSV** (:mod:`course_tools.export`).
+- **summary table and CSV** (:mod:`course_tools.grading.export`).
 
 Students are created in the gradebook before the workers start, so workers
 never race to create the same row; everything else is written by nbgrader.
@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from course_tools.course import Workspace
-from course_tools.preflight import PreflightReport, prepare_submission
-from course_tools.sandbox import KERNEL_NAME, SandboxSettings, prepare_kernel, prepare_matplotlib_cache, probe
+from course_tools.grading.preflight import PreflightReport, prepare_submission
+from course_tools.grading.sandbox import KERNEL_NAME, SandboxSettings, prepare_kernel, prepare_matplotlib_cache, probe
 
 #: folder (under the course root) that nbgrader grades from: the preflighted copies
 PREFLIGHTED = "preflighted"
@@ -555,8 +555,8 @@ def course_from_args(args: Any) -> CourseSpec:
 
 def main(args: Any) -> int:
     """Run ``grade``: 0 when every submission was graded, 1 when some failed, 2 when grading was refused."""
-    from course_tools.deadlines import late_note, late_status
-    from course_tools.export import attention, export_csv, summary_table
+    from course_tools.term.deadlines import late_note, late_status
+    from course_tools.grading.export import attention, export_csv, summary_table
 
     course = course_from_args(args)
     sandbox = None if args.no_sandbox else SandboxSettings(memory_mb=args.memory_mb, max_processes=args.max_processes)

@@ -7,7 +7,7 @@ The learner bundle (default ``build/learners/``) holds exactly:
 - ``mytorch_lib/``, with a ``pyproject.toml`` that makes the bundle
   pip-installable (on Colab the set-up cell installs the library from the
   published bundle with pip);
-- ``README.md`` (from ``course_tools/templates/LEARNER_README.md``): set-up
+- ``README.md`` (from ``course_tools/authoring/templates/LEARNER_README.md``): set-up
   with pip or conda, a Colab link per notebook, how to check and how to submit;
 - ``FORMULAS.md`` (from ``docs/formulas.md``): the formula sheet;
 - ``requirements.txt`` and ``environment.yml`` for learners (the tested pins
@@ -127,7 +127,7 @@ def header_published(header_file: Path = HEADER_FILE) -> str:
 
 def sync_header(site: LearnerSite | None = None, header_file: Path = HEADER_FILE) -> bool:
     """Make the header fetch the course from where ``course.toml`` says; True if the file changed."""
-    from course_tools.authoring import canonical_json
+    from course_tools.authoring.cells import canonical_json
 
     site = site or learner_site()
     nb = nbformat.read(header_file, as_version=4)
@@ -442,7 +442,7 @@ def publish(out: Path = DEFAULT_OUT, *, check_release: bool = True) -> Bundle:
     Raises:
         PublishError: header out of sync with course.toml, stale release/, or a leak (listed).
     """
-    from course_tools.release import generate_release
+    from course_tools.authoring.release import generate_release
 
     started = time.perf_counter()
     out = Path(out).resolve()

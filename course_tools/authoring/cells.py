@@ -26,7 +26,7 @@ import nbformat
 
 #: Figures the notebooks show, embedded into their markdown cells as attachments (a relative link to an
 #: image file shows in JupyterLab but not on Colab, which opens a notebook without its folder).
-FIGURES_DIR = Path(__file__).resolve().parents[1] / "docs" / "figures"
+FIGURES_DIR = Path(__file__).resolve().parents[2] / "docs" / "figures"
 FIGURE_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
 _ATTACHMENT_LINK = re.compile(r"\]\(attachment:([^)\s]+)\)")
 

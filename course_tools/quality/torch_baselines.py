@@ -1,4 +1,4 @@
-"""Reference and weak-model numbers of the PyTorch notebooks (``python -m course_tools.torch_baselines``).
+"""Reference and weak-model numbers of the PyTorch notebooks (``python -m course_tools.quality.torch_baselines``).
 
 Each run executes a *source* notebook (solutions and hidden tests included)
 top to bottom in a fresh kernel, in a copy of its assignment folder, after
@@ -23,11 +23,11 @@ For the regression notebook, ``autograde`` mode sets ``NBGRADER_EXECUTION``
 as nbgrader does and ``normal`` mode is a learner running the notebook; the
 classification notebook always runs both ways, one after the other. Examples::
 
-    python -m course_tools.torch_baselines                      # 5 seeds, both modes, weak models
-    python -m course_tools.torch_baselines --seeds 0 1 2 --assignments 04_torch_classification
-    python -m course_tools.torch_baselines --json build/torch_baselines.json
-    python -m course_tools.torch_baselines --assignments 04_torch_classification --seeds 0 \
-        --variants reference --save-files course_tools/example_files/04_torch_classification
+    python -m course_tools.quality.torch_baselines                      # 5 seeds, both modes, weak models
+    python -m course_tools.quality.torch_baselines --seeds 0 1 2 --assignments 04_torch_classification
+    python -m course_tools.quality.torch_baselines --json build/torch_baselines.json
+    python -m course_tools.quality.torch_baselines --assignments 04_torch_classification --seeds 0 \
+        --variants reference --save-files course_tools/authoring/example_files/04_torch_classification
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ from typing import Any
 import nbformat
 
 from course_tools.course import SOURCE_DIR, load_config
-from course_tools.execute import kernel_environment, run_notebook
+from course_tools.grading.execute import kernel_environment, run_notebook
 from course_tools.hidden.probes.kit import RECORD_MIME, default_seed
 from course_tools.hidden.verdicts.engine import decide_notebook, hidden_calls
 from course_tools.hidden.verdicts.kit import Evidence
-from course_tools.submissions import Edits
+from course_tools.authoring.submissions import Edits
 
 REGRESSION, CLASSIFICATION = "03_torch_regression", "04_torch_classification"
 NOTEBOOK = {REGRESSION: "torch_regression", CLASSIFICATION: "torch_classification"}
@@ -320,7 +320,7 @@ def summarise(runs: list[Run]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_tools.torch_baselines",
+    parser = argparse.ArgumentParser(prog="python -m course_tools.quality.torch_baselines",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--assignments", nargs="*", default=[REGRESSION, CLASSIFICATION])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4], help="seeds of the reference runs")
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-files", type=Path,
                         help="copy the files the classification reference's first seed hands in (model.pt, "
                              "predictions.npy) into this folder (the example submissions' files: "
-                             "course_tools/example_files/04_torch_classification)")
+                             "course_tools/authoring/example_files/04_torch_classification)")
     args = parser.parse_args(argv)
     runs: list[Run] = []
     for assignment in args.assignments:
@@ -346,10 +346,10 @@ def main(argv: list[str] | None = None) -> int:
                             and seed == seeds[0] else None)
                     run = run_variant(assignment, variant, seed=seed, mode=mode, save_files=keep)
                     if keep is not None:
-                        from course_tools.examples import recipe_digest
+                        from course_tools.authoring.examples import recipe_digest
 
                         print(f"saved {', '.join(HANDED_IN[assignment])} in {keep}; pin EXAMPLE_MODEL_RECIPE = "
-                              f"{recipe_digest()!r} in course_tools/examples.py", flush=True)
+                              f"{recipe_digest()!r} in course_tools/authoring/examples.py", flush=True)
                     runs.append(run)
                     print(_line(run), flush=True)
                     for problem in run.problems:

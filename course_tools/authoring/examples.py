@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from course_tools.submissions import Edits
+from course_tools.authoring.submissions import Edits
 
 
 #: Files the examples hand in besides their notebooks, one folder per assignment: the classification
 #: notebook's ``model.pt`` and ``predictions.npy``, saved by the reference solution's run with seed 0:
-#: ``python -m course_tools.torch_baselines --assignments 04_torch_classification --seeds 0 --variants reference
-#: --save-files course_tools/example_files/04_torch_classification``.
+#: ``python -m course_tools.quality.torch_baselines --assignments 04_torch_classification --seeds 0 --variants reference
+#: --save-files course_tools/authoring/example_files/04_torch_classification``.
 EXAMPLE_FILES = Path(__file__).resolve().parent / "example_files"
 
 

@@ -1,7 +1,7 @@
 """Start one Jupyter kernel inside a bubblewrap sandbox and watch it (kernelspec command).
 
 This file is the ``argv`` of the sandbox kernelspec written by
-:mod:`course_tools.sandbox`; jupyter_client runs it as
+:mod:`course_tools.grading.sandbox`; jupyter_client runs it as
 ``python -I -S sandbox_launcher.py CONFIG.json CONNECTION_FILE [kernel args]``
 with the working directory set to the notebook's folder (the submission's
 copy under ``autograded/``). It uses the standard library only, so it starts
@@ -86,7 +86,7 @@ def bwrap_command(config: dict, workdir: str, private_tmp: str, connection_dir: 
     """The full ``bwrap ... -- [setpriv ...] python -m ipykernel_launcher ...`` command line.
 
     Args:
-        config: the sandbox settings (see :func:`course_tools.sandbox.SandboxSettings.launcher_config`).
+        config: the sandbox settings (see :func:`course_tools.grading.sandbox.SandboxSettings.launcher_config`).
         workdir: the notebook's folder, the only course folder the kernel may write.
         private_tmp: an empty folder mounted as the kernel's ``/tmp`` and ``$HOME``.
         connection_dir: folder of the connection file (ipc sockets are created there).

@@ -2,11 +2,11 @@
 
 nbgrader runs every notebook in a Jupyter kernel that it starts from a
 kernelspec. :func:`install_kernelspec` writes one whose command is
-:mod:`course_tools.sandbox_launcher`: the kernel then starts inside
+:mod:`course_tools.grading.sandbox_launcher`: the kernel then starts inside
 ``bwrap`` with no network, read-only access to the Python installation and to
 the course code the hidden tests import, write access to its own working copy
 only, and bounded memory, processes, file size and run time. The grader
-selects it with ``Execute.kernel_name`` (see :mod:`course_tools.grade_class`).
+selects it with ``Execute.kernel_name`` (see :mod:`course_tools.grading.class_grading`).
 
 Facts this relies on (measured, see ``docs/nbgrader_facts.md``): the kernel must use
 the ``ipc`` transport (sockets in the bound connection folder) because the
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from course_tools import sandbox_launcher
+from course_tools.grading import sandbox_launcher
 from course_tools.course import REPO_ROOT
 
 KERNEL_NAME = "mytorch-sandbox"
@@ -265,12 +265,12 @@ def run_sandboxed(notebook: Any, workdir: Path, settings: SandboxSettings = Sand
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m course_tools.sandbox NOTEBOOK [--memory-mb N] ...``: run one notebook sandboxed, print outputs."""
+    """``python -m course_tools.grading.sandbox NOTEBOOK [--memory-mb N] ...``: run one notebook sandboxed, print outputs."""
     import argparse
 
     import nbformat
 
-    parser = argparse.ArgumentParser(prog="python -m course_tools.sandbox", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m course_tools.grading.sandbox", description=main.__doc__)
     parser.add_argument("notebook", help="notebook to execute; its folder is the only writable one")
     parser.add_argument("--memory-mb", type=int, default=SandboxSettings.memory_mb)
     parser.add_argument("--max-processes", type=int, default=SandboxSettings.max_processes)

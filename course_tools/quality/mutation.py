@@ -11,7 +11,7 @@ mutated expression changes, the rest of the cell keeps its exact layout.
 
 Each mutant is graded by the real nbgrader pipeline: the assignment is
 generated into a private workspace, a learner-style submission is built from
-the release (:func:`course_tools.submissions.learner_notebook`) with the
+the release (:func:`course_tools.authoring.submissions.learner_notebook`) with the
 mutant in its answer cell and the reference solution everywhere else, and
 only the mutated notebook is autograded (its sibling notebooks lie next to
 it, as a whole-assignment autograde would leave them). A mutant is
@@ -20,7 +20,7 @@ it, as a whole-assignment autograde would leave them). A mutant is
   solution (mutants that hit a cell timeout or kill the kernel count as
   killed and are reported separately as *timeout* / *crashed*);
 * **survived** otherwise; a survivor listed in
-  :mod:`course_tools.mutation_equivalents` with a reason is *equivalent* (no
+  :mod:`course_tools.quality.mutation_equivalents` with a reason is *equivalent* (no
   test could tell it from the reference) and leaves the kill ratio.
 
 The kill ratio of a notebook is ``killed / (mutants - equivalent)``; the
@@ -471,9 +471,9 @@ def sample_mutants(mutants: Sequence[Mutant], n: int | None, seed: int) -> list[
 
 
 def load_equivalents() -> dict[str, str]:
-    """Mutant id -> reason, from :mod:`course_tools.mutation_equivalents` (empty if absent)."""
+    """Mutant id -> reason, from :mod:`course_tools.quality.mutation_equivalents` (empty if absent)."""
     try:
-        from course_tools.mutation_equivalents import EQUIVALENT
+        from course_tools.quality.mutation_equivalents import EQUIVALENT
     except ImportError:
         return {}
     return dict(EQUIVALENT)
@@ -511,8 +511,8 @@ def _student(key: str) -> str:
 def _grade_task(workspace: Any, assignment: str, task: Task, reference: dict[str, Any]) -> Graded:
     """Submit ``task`` into ``workspace`` (assignment already generated) and autograde its notebook."""
     from course_tools.course import NbgraderStepFailed
-    from course_tools.examples import handed_in_files
-    from course_tools.submissions import learner_notebook, write_submission
+    from course_tools.authoring.examples import handed_in_files
+    from course_tools.authoring.submissions import learner_notebook, write_submission
 
     started = time.perf_counter()
     student = _student(task.key)
@@ -571,7 +571,7 @@ def _worker_main(conn: Connection, assignment: str, root: str, cell_timeout: int
     if memory_bytes > 0:  # inherited by the kernels nbgrader starts
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     from course_tools.course import Workspace
-    from course_tools.submissions import learner_notebook
+    from course_tools.authoring.submissions import learner_notebook
 
     workspace = Workspace(Path(root))
     workspace.api.config.Execute.timeout = cell_timeout

@@ -2,7 +2,7 @@
 
 Scores come from the gradebook (so manual grades entered later in formgrader
 are included); the flags come from the grading records of
-:mod:`course_tools.grade_class` (failed, repaired, problems). One row per
+:mod:`course_tools.grading.class_grading` (failed, repaired, problems). One row per
 student: the total of the assignment's own notebooks (``score`` of ``max_score``), the
 total of its bonus notebooks (``bonus`` of ``bonus_max``, see
 :func:`course_tools.course.bonus_notebooks`), one column per notebook, one per graded
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from course_tools.course import Workspace
-from course_tools.deadlines import late_columns, late_status
+from course_tools.term.deadlines import late_columns, late_status
 from course_tools.demo import format_table, total_text
 
-#: when the submission came and what it cost (course_tools.deadlines)
+#: when the submission came and what it cost (course_tools.term.deadlines)
 LATE_COLUMNS = ("submitted_at", "seconds_late", "late_penalty", "score_after_penalty")
 FLAG_COLUMNS = ("status", "failed", "repaired", "problems", "needs_manual_grade", "graded_at")
 

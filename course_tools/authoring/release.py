@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from course_tools.authoring import embed_figures
+from course_tools.authoring.cells import embed_figures
 from course_tools.course import RELEASE_DIR, Workspace, assignments, notebooks
 
 README_TEXT = """# release/ is generated: do not edit
@@ -25,7 +25,7 @@ def generate_release(release_dir: Path = RELEASE_DIR, names: list[str] | None = 
     """Generate the learner version of each assignment into ``release_dir``; returns the names.
 
     The figures of ``docs/figures`` are embedded into the source notebooks first
-    (:func:`course_tools.authoring.embed_figures`), so an edited figure reaches the release.
+    (:func:`course_tools.authoring.cells.embed_figures`), so an edited figure reaches the release.
     """
     names = names or assignments()
     for name in names:

@@ -7,11 +7,11 @@ score is a reason to read both submissions, not a finding of misconduct.
 How a score is made, for one notebook of one pair of learners:
 
 1. **Preflight.** Each ``submitted/<student>/<assignment>`` folder is repaired
-   exactly as grading repairs it (:func:`course_tools.preflight.prepare_submission`,
+   exactly as grading repairs it (:func:`course_tools.grading.preflight.prepare_submission`,
    into a scratch folder), so that stripped metadata or reordered cells do not
    hide an answer cell. ``submitted/`` itself is only read.
 2. **The learner's own code.** Of every answer cell (nbgrader ``solution``
-   cells, see :func:`course_tools.submissions._is_answer`), only the lines the
+   cells, see :func:`course_tools.authoring.submissions._is_answer`), only the lines the
    release cell did not contain are kept: the class and ``def`` lines, the
    docstrings, the comments and the ``raise NotImplementedError`` stubs of the
    release are removed, so an untouched release has no code at all.
@@ -38,7 +38,7 @@ in forked worker processes (:func:`prepare_learners`); all pairs of a notebook
 are then scored together from the fingerprints (:func:`pair_scores`, the
 arithmetic of copydetect's ``get_copied_slices`` on arrays), and copydetect's
 own ``compare_files`` runs again only on the flagged pairs shown, to highlight
-them. ``python -m course_tools.benchmark_similarity`` measures it.
+them. ``python -m course_tools.quality.benchmark_similarity`` measures it.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from course_tools.preflight import prepare_submission
-from course_tools.submissions import _is_answer
+from course_tools.grading.preflight import prepare_submission
+from course_tools.authoring.submissions import _is_answer
 
 #: k: length of the fingerprinted k-grams, in characters of copydetect's filtered code (where every
 #: name is one letter and whitespace is gone). Answer cells here are short methods: a statement such

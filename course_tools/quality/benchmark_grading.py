@@ -1,6 +1,6 @@
 """Benchmark: our class-grading command against a plain loop of ``nbgrader autograde`` calls.
 
-``python -m course_tools.benchmark_grading [--students N] [--assignments A ...] [--workers 1 2 ...]``
+``python -m course_tools.quality.benchmark_grading [--students N] [--assignments A ...] [--workers 1 2 ...]``
 
 It builds a synthetic class (reference, blank and half-done submissions, plus
 the bundled buggy examples, over every notebook of every assignment), then
@@ -40,8 +40,8 @@ from typing import Any
 import nbformat
 
 from course_tools.course import REPO_ROOT, Workspace, assignments, notebooks
-from course_tools.examples import EXAMPLES, handed_in_files
-from course_tools.submissions import learner_notebook, write_submission
+from course_tools.authoring.examples import EXAMPLES, handed_in_files
+from course_tools.authoring.submissions import learner_notebook, write_submission
 
 
 def half_done(assignment: str, notebook: str, release_dir: Path) -> Any:
@@ -132,7 +132,7 @@ def plain_loop(workspace: Workspace, assignment: str, students: list[str]) -> fl
 
 def our_command(workspace: Workspace, assignment: str, workers: int) -> tuple[float, list[dict[str, Any]]]:
     """Seconds for ``python -m course_tools grade`` (a fresh process, start-up included)."""
-    from course_tools.grade_class import load_record, submitted_students
+    from course_tools.grading.class_grading import load_record, submitted_students
 
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "course_tools", "grade", assignment, "--root", str(workspace.root),
@@ -150,7 +150,7 @@ def bare_seconds(graded: Workspace, assignment: str, students: list[str]) -> dic
     a copy of its folder with ``NBGRADER_EXECUTION=autograde`` as nbgrader sets it; the
     submitted notebook itself would be cheaper, since it has no hidden tests.
     """
-    from course_tools.execute import kernel_environment, run_notebook
+    from course_tools.grading.execute import kernel_environment, run_notebook
 
     times = {}
     scratch = graded.root / "bare" / assignment
@@ -241,7 +241,7 @@ def _in_checkout(checkout: Path, *args: str) -> subprocess.CompletedProcess:
 
 def compare_with_baseline(args: argparse.Namespace) -> int:
     """Per-notebook grading seconds of this checkout and of ``args.baseline``, side by side."""
-    from course_tools.grade_class import load_record
+    from course_tools.grading.class_grading import load_record
 
     checkouts = {"before": Path(args.baseline).resolve(), "after": REPO_ROOT}
     names = args.assignments or assignments()
@@ -286,7 +286,7 @@ def compare_with_baseline(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_tools.benchmark_grading", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m course_tools.quality.benchmark_grading", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--students", type=int, default=12, help="submissions per assignment (default 12)")
     parser.add_argument("--assignments", nargs="*", help="assignments (default: all in source/)")

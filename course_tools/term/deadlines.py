@@ -214,7 +214,7 @@ def late_note(status: dict[str, Any] | None) -> str:
 
 
 def late_columns(score: float, status: dict[str, Any] | None) -> dict[str, str]:
-    """The CSV columns of :data:`course_tools.export.LATE_COLUMNS` for one student."""
+    """The CSV columns of :data:`course_tools.grading.export.LATE_COLUMNS` for one student."""
     status = status or {"submitted_at": None, "seconds_late": 0.0, "late_penalty": 0.0}
     return {"submitted_at": "" if status["submitted_at"] is None else utc_text(status["submitted_at"]),
             "seconds_late": f"{status['seconds_late']:g}", "late_penalty": f"{status['late_penalty']:g}",
@@ -251,7 +251,7 @@ def _course_arguments(parser: Any) -> None:
 
 
 def _workspace(args: Any) -> Workspace:
-    from course_tools.grade_class import course_from_args
+    from course_tools.grading.class_grading import course_from_args
 
     args.release_dir = None
     return course_from_args(args).workspace()

@@ -158,7 +158,7 @@ class ScrubHiddenTracebacks(NbGraderPreprocessor):
 
 
 class SandboxedExecute(Execute):
-    """nbgrader's Execute, with the kernel started in the grading sandbox (:mod:`course_tools.sandbox`).
+    """nbgrader's Execute, with the kernel started in the grading sandbox (:mod:`course_tools.grading.sandbox`).
 
     ``python -m course_tools grade`` prepares its own sandboxed kernels (one per worker) and
     selects them with ``Execute.kernel_name``; plain ``nbgrader autograde`` gets one here, per
@@ -169,7 +169,7 @@ class SandboxedExecute(Execute):
     _sandbox_checked = False
 
     def preprocess(self, nb: Any, resources: Any, km: Any = None) -> tuple[Any, Any]:
-        from course_tools import sandbox
+        from course_tools.grading import sandbox
 
         if self.kernel_name == sandbox.KERNEL_NAME or km is not None:
             return super().preprocess(nb, resources, km=km)

@@ -46,7 +46,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from course_tools.course import Workspace, bonus_notebooks
-from course_tools.deadlines import BadTime, parse_time, utc_text
+from course_tools.term.deadlines import BadTime, parse_time, utc_text
 
 LMS_NAMES = ("canvas", "moodle")
 #: Canvas: lastfirst, optional LATE, user id, file id, then the learner's own file name
@@ -227,7 +227,7 @@ def _due_dates(workspace: Workspace, assignment: str) -> tuple[dt.datetime | Non
 
 
 def _same_files(a: Path, b: Path) -> bool:
-    from course_tools.grade_class import fingerprint
+    from course_tools.grading.class_grading import fingerprint
 
     return fingerprint(a) == fingerprint(b)
 
@@ -460,7 +460,7 @@ def add_export_arguments(parser: Any) -> None:
 
 
 def _workspace(args: Any) -> Workspace:
-    from course_tools.grade_class import course_from_args
+    from course_tools.grading.class_grading import course_from_args
 
     args.release_dir = getattr(args, "release_dir", None)
     return course_from_args(args).workspace()
@@ -469,7 +469,7 @@ def _workspace(args: Any) -> Workspace:
 def import_main(args: Any) -> int:
     """0: everything imported; 1: something is listed to look at; 2: bad input."""
     from course_tools.demo import format_table
-    from course_tools.grade_class import preflight_main
+    from course_tools.grading.class_grading import preflight_main
 
     workspace = _workspace(args)
     if not (workspace.release_dir / args.assignment).is_dir():

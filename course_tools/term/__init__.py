@@ -1,0 +1,2 @@
+"""An instructor's term around grading: deadlines and extensions, LMS import and export,
+similarity reports and their archive."""
