@@ -51,3 +51,35 @@ class GradingSession:
 @pytest.fixture(scope="session")
 def grading(tmp_path_factory: pytest.TempPathFactory) -> GradingSession:
     return GradingSession(tmp_path_factory.mktemp("course"))
+
+
+#: learners per assignment in the synthetic classes the class-grading tests grade
+CLASS_SIZE = 4
+
+
+class SerialGrades:
+    """The synthetic class of each assignment graded by a plain serial loop of nbgrader's
+    own autograde (one SQLite gradebook per assignment), computed once per test session:
+    what every scheduler of the grading engine must reproduce exactly."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._dumps: dict[str, dict] = {}
+
+    def dump(self, assignment: str) -> dict:
+        from course_tools.quality.benchmark_grading import gradebook_dump, submit_class, synthetic_class
+
+        if assignment not in self._dumps:
+            serial = Workspace(self.root / assignment)
+            serial.generate(assignment)
+            klass = synthetic_class(assignment, serial.release_dir, CLASS_SIZE)
+            submit_class(serial, assignment, klass)
+            for student in sorted(klass):
+                serial.autograde(assignment, student)
+            self._dumps[assignment] = gradebook_dump(serial.db_url, assignment)
+        return self._dumps[assignment]
+
+
+@pytest.fixture(scope="session")
+def serial_grades(tmp_path_factory: pytest.TempPathFactory) -> SerialGrades:
+    return SerialGrades(tmp_path_factory.mktemp("serial"))

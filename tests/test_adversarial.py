@@ -32,7 +32,7 @@ from conftest import ASSIGNMENTS
 from course_tools.quality.benchmark_grading import half_done
 from course_tools.course import REPO_ROOT, Workspace, notebooks
 from course_tools.authoring.examples import EXAMPLES
-from course_tools.grading.class_grading import load_record
+from course_tools.grading.engine import load_record
 from course_tools.grading.sandbox import probe
 from course_tools.authoring.submissions import learner_notebook, write_submission
 

@@ -1,9 +1,10 @@
 """Class grading: parallel, sandboxed, resumable, with summary and CSV (issue: grade a whole class).
 
-For every assignment a small synthetic class (reference, blank, half-done and
-the bundled buggy examples) is graded twice: by a plain serial loop of
-nbgrader's own autograde, and by ``grade_class`` with two sandboxed workers.
-Both gradebooks must hold exactly the same grades and comments.
+A small synthetic class (reference, blank, half-done and the bundled buggy
+examples) is graded twice: by a plain serial loop of nbgrader's own autograde,
+and by ``grade_class`` with two sandboxed local workers. Both gradebooks must
+hold exactly the same grades and comments. ``test_dask_grading.py`` does the
+same for every assignment on a Dask cluster, with a worker killed mid-run.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import ASSIGNMENTS
+from conftest import ASSIGNMENTS, CLASS_SIZE
 from course_tools import __main__ as cli
 from course_tools.grading import sandbox
 from course_tools.quality.benchmark_grading import gradebook_dump, submit_class, synthetic_class
 from course_tools.course import Workspace, notebooks
-from course_tools.grading.class_grading import (PREFLIGHTED, CourseSpec, GradeOptions, GradingRefused, grade_class,
-                                      load_record, record_path)
+from course_tools.grading.class_grading import grade_class
+from course_tools.grading.engine import (PREFLIGHTED, CourseSpec, GradeOptions, GradingRefused, load_record,
+                                         record_path)
 
-CLASS_SIZE = 4
 
 
 def graded_course(root: Path, assignment: str, *, workers: int = 2, **options) -> tuple[Workspace, list[dict]]:
@@ -44,29 +45,20 @@ def first_course(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, l
     return graded_course(tmp_path_factory.mktemp("class"), ASSIGNMENTS[0])
 
 
-@pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_parallel_sandboxed_grading_equals_serial_nbgrader(assignment: str, tmp_path: Path, first_course):
-    if assignment == ASSIGNMENTS[0]:
-        ours, records = first_course
-    else:
-        ours, records = graded_course(tmp_path / "ours", assignment)
-    serial = Workspace(tmp_path / "serial")
-    serial.generate(assignment)
-    klass = synthetic_class(assignment, serial.release_dir, CLASS_SIZE)
-    submit_class(serial, assignment, klass)
-    for student in sorted(klass):
-        serial.autograde(assignment, student)
-
-    assert gradebook_dump(ours.db_url, assignment) == gradebook_dump(serial.db_url, assignment)
+def test_parallel_sandboxed_grading_equals_serial_nbgrader(first_course, serial_grades):
+    """Local workers; every assignment is also graded on a Dask cluster in test_dask_grading.py."""
+    assignment = ASSIGNMENTS[0]
+    ours, records = first_course
+    assert gradebook_dump(ours.db_url, assignment) == serial_grades.dump(assignment)
     assert [r["status"] for r in records] == ["graded"] * CLASS_SIZE
     assert all(r["sandbox"] for r in records)
     by_kind = {r["student"].split("_")[0]: r for r in records}
     assert by_kind["reference"]["score"] == by_kind["reference"]["max_score"] > 0
     assert by_kind["blank"]["score"] == 0
     # nbgrader graded the preflighted copies; submitted/ was left as the learner sent it
-    for student in klass:
-        for name in klass[student]:
-            assert (ours.root / PREFLIGHTED / student / assignment / f"{name}.ipynb").exists()
+    for student in by_kind.values():
+        for name in student["notebooks"]:
+            assert (ours.root / PREFLIGHTED / student["student"] / assignment / f"{name}.ipynb").exists()
 
 
 def test_resume_skips_graded_submissions_and_force_grades_again(first_course):

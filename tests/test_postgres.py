@@ -9,14 +9,9 @@ gradebook must hold every grade, equal to what serial nbgrader writes to SQLite.
 
 from __future__ import annotations
 
-import glob
 import os
-import pwd
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -25,66 +20,18 @@ import pytest
 from conftest import ASSIGNMENTS
 from course_tools.quality.benchmark_grading import gradebook_dump, submit_class, synthetic_class
 from course_tools.course import REPO_ROOT, Workspace
-from course_tools.grading.class_grading import CourseSpec, GradeOptions, grade_class
+from course_tools.grading.class_grading import grade_class
+from course_tools.grading.engine import CourseSpec, GradeOptions
+from postgres_server import running_postgres
 
 pytest.importorskip("psycopg", reason="psycopg[binary] is in requirements.txt: run `make env`")
 CLASS_SIZE = 8
 
 
-def _pg_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    if not found:
-        pytest.fail("PostgreSQL is not installed: run scripts/install_system_packages.sh "
-                    "(Debian package postgresql)")
-    return Path(found[-1]).parent
-
-
-def _server_user() -> list[str]:
-    """Command prefix that runs PostgreSQL's tools as a non-root user (initdb refuses root)."""
-    if os.geteuid() != 0:
-        return []
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
-    return [shutil.which("runuser") or "/usr/sbin/runuser", "-u", "postgres", "--"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    """URL of a fresh database on a PostgreSQL server of our own, stopped afterwards."""
-    bin_dir, as_user = _pg_bin(), _server_user()
-    base = Path(tempfile.mkdtemp(prefix="mytorch-postgres-"))
-    os.chmod(base, 0o755)
-    data, sockets, log = base / "data", base / "sockets", base / "server.log"
-    for folder in (data, sockets):
-        folder.mkdir()
-    if as_user:
-        for path in (data, sockets, base):
-            shutil.chown(path, "postgres")
-    port = _free_port()
-
-    def run(*command: str) -> None:
-        result = subprocess.run([*as_user, *command], capture_output=True, text=True, cwd=base)
-        assert result.returncode == 0, f"{command[0]} failed:\n{result.stdout}\n{result.stderr}\n" + (
-            log.read_text() if log.exists() else "")
-
-    run(str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "--username=grader", "--encoding=UTF8")
-    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-        f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100", "start")
-    try:
-        run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "grader", "gradebook")
-        yield f"postgresql://grader@127.0.0.1:{port}/gradebook"
-    finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True, cwd=base)
-        shutil.rmtree(base, ignore_errors=True)
+    with running_postgres() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

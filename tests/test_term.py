@@ -29,7 +29,7 @@ from course_tools.quality.benchmark_grading import gradebook_dump
 from course_tools.course import Workspace, load_config
 from course_tools.term.deadlines import LatePenaltyPerDay, late_penalty, late_status, parse_time, started_days, BadTime
 from course_tools.authoring.examples import EXAMPLES
-from course_tools.grading.class_grading import PREFLIGHTED
+from course_tools.grading.engine import PREFLIGHTED
 from course_tools.authoring.submissions import learner_notebook
 
 ASSIGNMENT = "01_pen_and_paper"

@@ -177,11 +177,11 @@ class SandboxedExecute(Execute):
         saved_path = os.environ.get("JUPYTER_PATH")
         try:
             sandboxed = os.environ.get("MYTORCH_UNSANDBOXED", "") not in ("1", "true", "yes")
-            if sandboxed and not SandboxedExecute._sandbox_checked:
+            if not sandboxed:
+                self.log.warning("MYTORCH_UNSANDBOXED is set: student code runs with your rights, outside the sandbox")
+            elif not SandboxedExecute._sandbox_checked:
                 sandbox.probe()  # once per process: it costs a sandbox start
                 SandboxedExecute._sandbox_checked = True
-            else:
-                self.log.warning("MYTORCH_UNSANDBOXED is set: student code runs with your rights, outside the sandbox")
             self._connection_file = sandbox.prepare_kernel(scratch, sandboxed=sandboxed)
             os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(scratch / "jupyter"), saved_path) if p)
             self.kernel_name = sandbox.KERNEL_NAME

@@ -232,6 +232,7 @@ def describe_exit(returncode: int | None, capped: bool, cap: float) -> str:
 
 def main(argv: list[str]) -> int:
     config_path, connection_file, *kernel_args = argv
+    grader = os.getppid()
     with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
     started, wall_started = time.monotonic(), time.time()
@@ -280,11 +281,18 @@ def main(argv: list[str]) -> int:
     cap = float(config["wall_clock_cap"])
     capped = False
     try:
-        proc.wait(timeout=max(cap - (time.monotonic() - started), 0.1))
-    except subprocess.TimeoutExpired:
-        capped = True
-        proc.kill()
-        proc.wait()
+        while True:
+            try:
+                proc.wait(timeout=min(1.0, max(started + cap - time.monotonic(), 0.1)))
+                break
+            except subprocess.TimeoutExpired:
+                # Past the cap, or the grader that started us is gone (killed, its machine
+                # lost): nobody will read this kernel, so it must not run on.
+                capped = time.monotonic() - started >= cap
+                if capped or os.getppid() != grader:
+                    proc.kill()
+                    proc.wait()
+                    break
     finally:
         if uid is not None:
             os.chmod(workdir, saved_mode)

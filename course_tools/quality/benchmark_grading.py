@@ -132,7 +132,8 @@ def plain_loop(workspace: Workspace, assignment: str, students: list[str]) -> fl
 
 def our_command(workspace: Workspace, assignment: str, workers: int) -> tuple[float, list[dict[str, Any]]]:
     """Seconds for ``python -m course_tools grade`` (a fresh process, start-up included)."""
-    from course_tools.grading.class_grading import load_record, submitted_students
+    from course_tools.grading.class_grading import submitted_students
+    from course_tools.grading.engine import load_record
 
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "course_tools", "grade", assignment, "--root", str(workspace.root),
@@ -241,7 +242,7 @@ def _in_checkout(checkout: Path, *args: str) -> subprocess.CompletedProcess:
 
 def compare_with_baseline(args: argparse.Namespace) -> int:
     """Per-notebook grading seconds of this checkout and of ``args.baseline``, side by side."""
-    from course_tools.grading.class_grading import load_record
+    from course_tools.grading.engine import load_record
 
     checkouts = {"before": Path(args.baseline).resolve(), "after": REPO_ROOT}
     names = args.assignments or assignments()

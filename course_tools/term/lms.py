@@ -227,7 +227,7 @@ def _due_dates(workspace: Workspace, assignment: str) -> tuple[dt.datetime | Non
 
 
 def _same_files(a: Path, b: Path) -> bool:
-    from course_tools.grading.class_grading import fingerprint
+    from course_tools.grading.engine import fingerprint
 
     return fingerprint(a) == fingerprint(b)
 
