@@ -9,8 +9,9 @@ Python syntax tree of each solution region (between ``### BEGIN SOLUTION``
 and ``### END SOLUTION``), so every one is valid code; only the text of the
 mutated expression changes, the rest of the cell keeps its exact layout.
 
-Each mutant is graded by the real nbgrader pipeline: the assignment is
-generated into a private workspace, a learner-style submission is built from
+Each mutant is graded by the grading engine, as a learner's submission would be
+(:class:`MutantGrader`): the assignment is generated into a course folder of
+its own, a learner-style submission is built from
 the release (:func:`course_tools.authoring.submissions.learner_notebook`) with the
 mutant in its answer cell and the reference solution everywhere else, and
 only the mutated notebook is autograded (its sibling notebooks lie next to
@@ -35,25 +36,23 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import difflib
 import json
-import multiprocessing
-import os
 import random
-import re
 import shutil
 import sys
 import textwrap
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import nbformat
 
-from course_tools.course import REPO_ROOT, notebooks
+from course_tools.course import REPO_ROOT, Workspace, notebooks
+from course_tools.grading.class_grading import grade_class
+from course_tools.grading.engine import CourseSpec, GradeOptions
 
 DEFAULT_WORKDIR = REPO_ROOT / "build" / "mutation"
 DEFAULT_TARGET = 0.95
@@ -480,26 +479,17 @@ def load_equivalents() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------
-# Grading in worker processes
+# Grading: every mutant is a submission graded by the grading engine
 # ---------------------------------------------------------------------------
 
 @dataclass
-class Task:
-    """One submission to autograde: the reference (``mutant is None``) or a mutant of ``notebook``."""
-
-    key: str
-    notebook: str
-    mutant: Mutant | None = None
-
-
-@dataclass
 class Graded:
-    """What grading a task gave: cell scores of the notebook, or how it failed."""
+    """What grading one notebook of a submission gave: its cell scores, or how it failed."""
 
     key: str
     cells: dict[str, tuple[float, float]] = field(default_factory=dict)
     timed_out_cells: list[str] = field(default_factory=list)
-    failure: str = ""  # "crashed" (nbgrader step failed / kernel died), "timeout" (wall cap), "error"
+    failure: str = ""  # "timeout" (a time limit), "crashed" (kernel died / nbgrader failed), "error" (grader)
     detail: str = ""
     seconds: float = 0.0
 
@@ -508,199 +498,83 @@ def _student(key: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in key)[:120]
 
 
-def _grade_task(workspace: Any, assignment: str, task: Task, reference: dict[str, Any]) -> Graded:
-    """Submit ``task`` into ``workspace`` (assignment already generated) and autograde its notebook."""
-    from course_tools.course import NbgraderStepFailed
-    from course_tools.authoring.examples import handed_in_files
-    from course_tools.authoring.submissions import learner_notebook, write_submission
-
-    started = time.perf_counter()
-    student = _student(task.key)
-    result = Graded(task.key)
-    try:
-        nbs = dict(reference)
-        if task.mutant is not None:
-            m = task.mutant
-            nbs[m.notebook] = learner_notebook(assignment, m.notebook, {m.grade_id: (m.original, m.mutated)},
-                                               release_dir=workspace.release_dir)
-        submitted = write_submission(workspace.path("submitted", student, assignment), nbs,
-                                     release_folder=workspace.release_dir / assignment,
-                                     files=handed_in_files(assignment))
-        # The graded notebook may import its siblings' classes: put them where a
-        # whole-assignment autograde would have written them.
-        graded_dir = workspace.path("autograded", student, assignment)
-        graded_dir.mkdir(parents=True, exist_ok=True)
-        for name in nbs:
-            if name != task.notebook:
-                shutil.copyfile(submitted / f"{name}.ipynb", graded_dir / f"{name}.ipynb")
-        workspace.autograde(assignment, student, notebook=task.notebook)
-        scores = workspace.scores(assignment, student)["notebooks"][task.notebook]
-        result.cells = {k: (float(v[0] or 0.0), float(v[1] or 0.0)) for k, v in scores["cells"].items()}
-        graded = nbformat.read(graded_dir / f"{task.notebook}.ipynb", as_version=4)
-        result.timed_out_cells = [
-            _nbgrader(c).get("grade_id") or c.get("id", "?") for c in graded.cells if c.cell_type == "code"
-            and any(o.get("output_type") == "error" and o.get("ename") in _TIMEOUT_ERRORS for o in c.outputs)]
-    except NbgraderStepFailed as exc:
-        result.failure, result.detail = _failure_of(str(exc))
-    except Exception as exc:  # a broken task must not stop the run; it is reported
-        result.failure, result.detail = "error", f"{type(exc).__name__}: {exc}"
-    result.seconds = time.perf_counter() - started
+def _graded(key: str, record: dict[str, Any], notebook: str, workspace: Workspace) -> Graded:
+    """The :class:`Graded` of ``notebook`` in an engine record (cell timeouts read from the autograded copy)."""
+    result = Graded(key)
+    nb = record.get("notebooks", {}).get(notebook)
+    if nb is None:  # the grading itself failed (its process died or raised)
+        result.failure, result.detail = "error", record.get("reason", "not graded")
+        return result
+    result.seconds = float(nb.get("seconds", 0.0))
+    if nb["status"] != "graded":
+        result.failure, result.detail = nb.get("failure", "crashed"), nb.get("reason", "")
+        return result
+    result.cells = {k: (float(v[0] or 0.0), float(v[1] or 0.0)) for k, v in nb.get("cells", {}).items()}
+    graded = nbformat.read(workspace.path("autograded", record["student"], record["assignment"]) / f"{notebook}.ipynb",
+                           as_version=4)
+    result.timed_out_cells = [
+        _nbgrader(c).get("grade_id") or c.get("id", "?") for c in graded.cells if c.cell_type == "code"
+        and any(o.get("output_type") == "error" and o.get("ename") in _TIMEOUT_ERRORS for o in c.outputs)]
     return result
 
 
-def _failure_of(log: str) -> tuple[str, str]:
-    """("timeout" or "crashed", the telling error line) of a failed nbgrader autograde log."""
-    errors = [line.strip() for line in log.split("\n")
-              if re.search(r"^\s*[\w.]*(Error|Exception): ", line) and "NbGraderException" not in line]
-    detail = errors[-1] if errors else (log.strip().split("\n") or [""])[-1].strip()
-    timed_out = any("CellTimeoutError" in e or "Timeout" in e for e in errors)
-    return ("timeout" if timed_out else "crashed"), detail[:300]
+class MutantGrader:
+    """A course folder of its own where each mutant is handed in as a learner's submission.
 
-
-def _worker_main(conn: Connection, assignment: str, root: str, cell_timeout: int, memory_bytes: int) -> None:
-    """Worker process: one workspace, tasks in, :class:`Graded` out, until ``None``."""
-    import resource
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    # The worker's and its kernels' own chatter goes to a log beside the workspace.
-    Path(root).mkdir(parents=True, exist_ok=True)
-    log = os.open(Path(root) / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    if memory_bytes > 0:  # inherited by the kernels nbgrader starts
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    from course_tools.course import Workspace
-    from course_tools.authoring.submissions import learner_notebook
-
-    workspace = Workspace(Path(root))
-    workspace.api.config.Execute.timeout = cell_timeout
-    workspace.generate(assignment)
-    reference = {p.stem: learner_notebook(assignment, p.stem, release_dir=workspace.release_dir)
-                 for p in notebooks(assignment, root=workspace.release_dir)}
-    conn.send("ready")
-    while True:
-        task = conn.recv()
-        if task is None:
-            break
-        conn.send(_grade_task(workspace, assignment, task, reference))
-
-
-class _Worker:
-    def __init__(self, ctx: Any, assignment: str, root: Path, cell_timeout: int, memory_bytes: int) -> None:
-        if root.exists():
-            shutil.rmtree(root)
-        self.root = root
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, assignment, str(root), cell_timeout,
-                                                              memory_bytes), daemon=True)
-        self.process.start()
-        child.close()
-        self.ready = False
-        self.task: Task | None = None
-        self.started = 0.0
-
-    def kill(self) -> None:
-        """End this worker and the kernels it started (by process id)."""
-        import psutil
-
-        try:
-            children = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.Error:
-            children = []
-        for proc in children:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-        self.process.kill()
-        self.process.join(5)
-        self.conn.close()
-
-    def stop(self) -> None:
-        if self.process.is_alive():
-            try:
-                self.conn.send(None)
-            except OSError:
-                pass
-            self.process.join(10)
-        if self.process.is_alive():
-            self.kill()
-
-
-class GradingPool:
-    """``jobs`` worker processes, each with its own nbgrader workspace under ``workdir``.
-
-    Use as a context manager; :meth:`run` autogrades a batch of tasks.
+    The submission is the release with the reference solution in every answer cell and
+    the mutant in its own; :func:`course_tools.grading.class_grading.grade_class` grades
+    only the mutated notebook (its siblings lie next to it, as a whole-assignment
+    autograde would leave them), in the sandbox, on ``jobs`` local workers.
     """
 
-    def __init__(self, assignment: str, *, jobs: int, workdir: Path, cell_timeout: int,
-                 memory_bytes: int = 0) -> None:
-        self._ctx = multiprocessing.get_context("spawn")
-        self._args = (assignment, Path(workdir), cell_timeout, memory_bytes)
-        self._started = 0
-        self.workers = [self._start() for _ in range(max(1, jobs))]
+    def __init__(self, assignment: str, workdir: Path, *, jobs: int, cell_timeout: int, memory_gb: float,
+                 sandboxed: bool = True) -> None:
+        from course_tools.authoring.submissions import learner_notebook
+        from course_tools.grading.sandbox import SandboxSettings
 
-    def _start(self) -> _Worker:
-        assignment, workdir, cell_timeout, memory_bytes = self._args
-        self._started += 1
-        return _Worker(self._ctx, assignment, workdir / f"worker{self._started}", cell_timeout, memory_bytes)
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        self.assignment = assignment
+        self.workspace = Workspace(workdir)
+        self.workspace.generate(assignment)
+        self.reference = {p.stem: learner_notebook(assignment, p.stem, release_dir=self.workspace.release_dir)
+                          for p in notebooks(assignment, root=self.workspace.release_dir)}
+        settings = SandboxSettings(memory_mb=int(memory_gb * 1024)) if memory_gb > 0 else SandboxSettings()
+        self.options = GradeOptions(workers=jobs, force=True, sandbox=settings if sandboxed else None,
+                                    cell_timeout=cell_timeout, progress=False,
+                                    notebook_timeout=max(600.0, 10.0 * cell_timeout))
 
-    def _replace(self, w: _Worker) -> None:
-        w.kill()
-        self.workers[self.workers.index(w)] = self._start()
+    def _submit(self, key: str, mutant: Mutant | None) -> str:
+        from course_tools.authoring.examples import handed_in_files
+        from course_tools.authoring.submissions import learner_notebook, write_submission
 
-    def __enter__(self) -> "GradingPool":
-        return self
+        ws, student = self.workspace, _student(key)
+        nbs = dict(self.reference)
+        if mutant is not None:
+            nbs[mutant.notebook] = learner_notebook(self.assignment, mutant.notebook,
+                                                    {mutant.grade_id: (mutant.original, mutant.mutated)},
+                                                    release_dir=ws.release_dir)
+        write_submission(ws.path("submitted", student, self.assignment), nbs,
+                         release_folder=ws.release_dir / self.assignment, files=handed_in_files(self.assignment))
+        return student
 
-    def __exit__(self, *exc: Any) -> None:
-        for w in self.workers:
-            w.stop()
+    def grade(self, work: dict[str, Mutant | None], notebook_names: Sequence[str], notebook_timeout: float | None = None,
+              progress: Callable[[Graded, int, int], None] = lambda g, i, n: None) -> dict[str, dict[str, Graded]]:
+        """Grade ``work`` (key -> mutant, or None for the reference); returns key -> notebook -> :class:`Graded`."""
+        keys = {self._submit(key, mutant): key for key, mutant in work.items()}
+        options = dataclasses.replace(self.options, notebooks=tuple(notebook_names),
+                                      notebook_timeout=notebook_timeout or self.options.notebook_timeout)
+        results: dict[str, dict[str, Graded]] = {}
 
-    def run(self, tasks: Sequence[Task], wall_cap: Callable[[Task], float],
-            progress: Callable[[Graded, int, int], None] = lambda g, i, n: None) -> dict[str, Graded]:
-        """Autograde ``tasks``; returns task key -> :class:`Graded`.
+        def done(record: dict[str, Any]) -> None:
+            key = keys[record["student"]]
+            results[key] = {nb: _graded(key, record, nb, self.workspace) for nb in notebook_names}
+            for student_step in ("submitted", "preflighted", "autograded"):
+                shutil.rmtree(self.workspace.path(student_step, record["student"], self.assignment),
+                              ignore_errors=True)
+            progress(results[key][notebook_names[0]], len(results), len(keys))
 
-        A task running longer than ``wall_cap(task)`` seconds is stopped (its
-        worker and kernel killed, a fresh worker started) and reported as
-        ``timeout``; a worker that dies is reported as ``crashed``.
-        """
-        pending = deque(tasks)
-        results: dict[str, Graded] = {}
-
-        def done(graded: Graded, w: _Worker) -> None:
-            results[graded.key] = graded
-            w.task = None
-            progress(graded, len(results), len(tasks))
-
-        while pending or any(w.task for w in self.workers):
-            for w in self.workers:
-                if w.ready and w.task is None and pending:
-                    w.task, w.started = pending.popleft(), time.perf_counter()
-                    w.conn.send(w.task)
-            for conn in wait([w.conn for w in self.workers], timeout=1.0):
-                w = next(w for w in self.workers if w.conn is conn)
-                try:
-                    message = conn.recv()
-                except (EOFError, OSError):  # the worker died
-                    if w.task is None:
-                        w.process.join(5)
-                        raise RuntimeError(f"a grading worker failed to start (exit code {w.process.exitcode}); "
-                                           f"see {w.root / 'worker.log'}")
-                    done(Graded(w.task.key, failure="crashed", seconds=time.perf_counter() - w.started,
-                                detail="the grading process died (out of memory, or the kernel took it down)"), w)
-                    self._replace(w)
-                    continue
-                if message == "ready":
-                    w.ready = True
-                else:
-                    done(message, w)
-            now = time.perf_counter()
-            for w in list(self.workers):
-                if w.task is not None and now - w.started > wall_cap(w.task):
-                    done(Graded(w.task.key, failure="timeout", seconds=now - w.started,
-                                detail=f"stopped after {now - w.started:.0f} s"), w)
-                    self._replace(w)
+        grade_class(CourseSpec(str(self.workspace.root)), self.assignment, sorted(keys), options, on_record=done)
         return results
 
 
@@ -816,16 +690,17 @@ def run_mutation(assignment: str, *, notebook: str | Sequence[str] | None = None
                  mutant_timeout: float | None = None, memory_gb: float = 4.0, target: float = DEFAULT_TARGET,
                  json_path: Path | None = None, equivalents: dict[str, str] | None = None,
                  mutants: dict[str, list[Mutant]] | None = None, out: TextIO = sys.stdout,
-                 verbose: bool = True) -> tuple[int, list[NotebookReport]]:
+                 verbose: bool = True, sandboxed: bool = True) -> tuple[int, list[NotebookReport]]:
     """Generate, grade and report the mutants of ``assignment``; returns (exit code, reports).
 
     Args:
         sample: grade only this many mutants per notebook, drawn with ``seed``.
-        jobs: worker processes, each with its own nbgrader workspace.
+        jobs: local grading workers (the grading engine's, sandboxed).
         cell_timeout: per-cell execution limit while grading mutants (seconds).
         mutant_timeout: wall limit per mutant (default: 3 x the reference's time + 2 cell timeouts).
-        memory_gb: address-space limit of each worker and its kernels (0: none).
+        memory_gb: memory limit of each mutant's kernel (0: the sandbox's default).
         mutants: grade these instead of generating them (tests use it).
+        sandboxed: False grades without the sandbox (only where bubblewrap cannot run).
     """
     def say(text: str) -> None:
         if verbose:
@@ -838,48 +713,47 @@ def run_mutation(assignment: str, *, notebook: str | Sequence[str] | None = None
     total = sum(len(ms) for ms in chosen.values())
     say(f"{assignment}: " + ", ".join(f"{nb} {len(chosen[nb])}/{len(ms)} mutants" for nb, ms in generated.items()))
     workdir = Path(workdir) / assignment
-    memory_bytes = int(memory_gb * 2**30)
 
-    # 1. the reference solution of each notebook, graded the same way (notebook only)
-    ref_tasks = [Task(f"reference-{nb}", nb) for nb in chosen]
+    # 1. the reference solution, every chosen notebook graded the same way
+    grader = MutantGrader(assignment, workdir, jobs=jobs, cell_timeout=cell_timeout, memory_gb=memory_gb,
+                          sandboxed=sandboxed)
+    references = grader.grade({"reference": None}, list(chosen))["reference"]
+    for nb, ref in references.items():
+        if ref.failure or not ref.cells:
+            raise RuntimeError(f"the reference solution of {assignment}/{nb} could not be graded: "
+                               f"{ref.failure} {ref.detail}")
+        say(f"reference {nb}: {sum(s for s, _ in ref.cells.values()):g}/"
+            f"{sum(m for _, m in ref.cells.values()):g} in {ref.seconds:.1f} s")
 
-    def cap(task: Task) -> float:
-        if task.mutant is None:
-            return max(600.0, 10.0 * cell_timeout)
-        if mutant_timeout is not None:
-            return mutant_timeout
-        return 3 * references[f"reference-{task.notebook}"].seconds + 2 * cell_timeout
+    # 2. the mutants, notebook by notebook (each with its own time limit)
+    mutants_started = time.perf_counter()
+    progress_log = workdir.parent / f"{assignment}.progress.jsonl"
+    progress_log.unlink(missing_ok=True)
+    by_key = {m.id: m for ms in chosen.values() for m in ms}
+    done_count = [0]
 
-    def progress(g: Graded, i: int, n: int) -> None:
+    def progress(g: Graded, _i: int, _n: int) -> None:
         mutant = by_key[g.key]
-        verdict = classify(mutant, g, references[f"reference-{mutant.notebook}"], equivalents)
-        elapsed = time.perf_counter() - mutants_started
-        with open(workdir / "progress.jsonl", "a", encoding="utf-8") as log:  # survives an interrupted run
+        verdict = classify(mutant, g, references[mutant.notebook], equivalents)
+        done_count[0] += 1
+        i, elapsed = done_count[0], time.perf_counter() - mutants_started
+        with open(progress_log, "a", encoding="utf-8") as log:  # survives an interrupted run
             log.write(json.dumps(asdict(verdict)) + "\n")
-        say(f"[{i}/{n}] {verdict.status:<10} {mutant.id}  ({g.seconds:.1f} s; "
-            f"about {elapsed / i * (n - i) / 60:.0f} min left)")
+        say(f"[{i}/{total}] {verdict.status:<10} {mutant.id}  ({g.seconds:.1f} s; "
+            f"about {elapsed / i * (total - i) / 60:.0f} min left)")
 
-    tasks = [Task(m.id, m.notebook, m) for ms in chosen.values() for m in ms]
-    by_key = {t.key: t.mutant for t in tasks}
-    with GradingPool(assignment, jobs=min(jobs, max(len(tasks), len(ref_tasks))), workdir=workdir,
-                     cell_timeout=cell_timeout, memory_bytes=memory_bytes) as pool:
-        references = pool.run(ref_tasks, cap)
-        for task in ref_tasks:
-            ref = references[task.key]
-            if ref.failure or not ref.cells:
-                raise RuntimeError(f"the reference solution of {assignment}/{task.notebook} could not be graded: "
-                                   f"{ref.failure} {ref.detail}")
-            say(f"reference {task.notebook}: {sum(s for s, _ in ref.cells.values()):g}/"
-                f"{sum(m for _, m in ref.cells.values()):g} in {ref.seconds:.1f} s")
-        # 2. the mutants
-        mutants_started = time.perf_counter()
-        (workdir / "progress.jsonl").unlink(missing_ok=True)
-        graded = pool.run(tasks, cap, progress)
+    graded: dict[str, Graded] = {}
+    for nb, ms in chosen.items():
+        if not ms:
+            continue
+        cap = mutant_timeout if mutant_timeout is not None else 3 * references[nb].seconds + 2 * cell_timeout
+        results = grader.grade({m.id: m for m in ms}, [nb], notebook_timeout=cap, progress=progress)
+        graded.update({key: by_nb[nb] for key, by_nb in results.items()})
     wall = time.perf_counter() - started
 
     reports = []
     for nb, ms in chosen.items():
-        ref = references[f"reference-{nb}"]
+        ref = references[nb]
         verdicts = [classify(m, graded[m.id], ref, equivalents) for m in ms]
         reports.append(NotebookReport(nb, len(generated[nb]),
                                       [sum(s for s, _ in ref.cells.values()), sum(m for _, m in ref.cells.values())],
@@ -919,18 +793,20 @@ def add_arguments(parser: Any) -> None:
                         help="only this notebook (name without .ipynb); repeat for several")
     parser.add_argument("--sample", type=int, help="grade only N mutants per notebook (random, see --seed)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes, one workspace each (default 1)")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel grading workers (default 1)")
     parser.add_argument("--target", type=float, default=DEFAULT_TARGET,
                         help="exit 1 if a notebook's kill ratio is below this (default 0.95)")
     parser.add_argument("--json", type=Path, help="also write the full report as JSON to this path")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
-                        help="where the grading workspaces go (default build/mutation)")
+                        help="where the mutants' course folder goes (default build/mutation)")
     parser.add_argument("--cell-timeout", type=int, default=DEFAULT_CELL_TIMEOUT,
                         help="per-cell time limit while grading a mutant, seconds (default 60)")
     parser.add_argument("--mutant-timeout", type=float,
                         help="wall limit per mutant, seconds (default 3 x reference time + 2 cell timeouts)")
     parser.add_argument("--memory-gb", type=float, default=4.0,
-                        help="address-space limit of each grading process and its kernel (default 4, 0: none)")
+                        help="memory limit of each mutant's kernel (default 4; 0: the sandbox's default)")
+    parser.add_argument("--no-sandbox", action="store_true",
+                        help="grade the mutants without the bubblewrap sandbox (where it cannot run)")
     parser.add_argument("--list", action="store_true", help="print the mutants and their ids; grade nothing")
 
 
@@ -941,5 +817,5 @@ def main(args: Any) -> int:
     code, _ = run_mutation(args.assignment, notebook=args.notebook, sample=args.sample, seed=args.seed,
                            jobs=args.jobs, workdir=args.workdir, cell_timeout=args.cell_timeout,
                            mutant_timeout=args.mutant_timeout, memory_gb=args.memory_gb, target=args.target,
-                           json_path=args.json)
+                           json_path=args.json, sandboxed=not args.no_sandbox)
     return code
