@@ -51,7 +51,23 @@ def main(argv: list[str] | None = None) -> int:
     term = {"deadline": deadlines.deadline_main, "extension": deadlines.extension_main,
             "lms-import": lms.import_main, "lms-export": lms.export_main}
 
-    args = parser.parse_args(argv)
+    # Course-quality tools with options of their own: everything after the command is theirs.
+    quality = {"baselines": ("torch_baselines", "PyTorch notebooks: reference over seeds against weak models"),
+               "fashion-data": ("fashion_data", "build or --check the grader's Fashion-MNIST test split"),
+               "benchmark-grading": ("benchmark_grading", "plain nbgrader loop, local engine and Dask, side by "
+                                                          "side on a synthetic class"),
+               "benchmark-similarity": ("benchmark_similarity", "time the similarity report on a synthetic class")}
+    for name, (_, summary) in quality.items():
+        sub.add_parser(name, help=summary, add_help=False).add_argument("options", nargs=argparse.REMAINDER)
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command in quality:
+        import importlib
+
+        module = importlib.import_module(f"course_tools.quality.{quality[args.command][0]}")
+        return module.main(args.options + rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command in term:
         return term[args.command](args)
     if args.command == "release":

@@ -6,7 +6,6 @@ gradebook, so it never touches a real course's gradebook.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -47,6 +46,10 @@ def format_table(rows: list[list[str]]) -> str:
 
 
 def run_demo(workdir: str | Path = "build/demo") -> int:
+    from course_tools.grading.class_grading import grade_class
+    from course_tools.grading.engine import CourseSpec, GradeOptions
+    from course_tools.grading.sandbox import SandboxSettings, SandboxUnavailable, probe
+
     started = time.perf_counter()
     workdir = (REPO_ROOT / workdir).resolve()
     names = generate_release()
@@ -55,36 +58,41 @@ def run_demo(workdir: str | Path = "build/demo") -> int:
     if workdir.exists():
         shutil.rmtree(workdir)
     workspace = Workspace(workdir)
+    sandbox: SandboxSettings | None = SandboxSettings()
     try:
-        from course_tools.grading.sandbox import SandboxUnavailable, probe
-
         probe()
     except SandboxUnavailable as why:
         # The demo grades the course's own examples, which are trusted code.
-        os.environ["MYTORCH_UNSANDBOXED"] = "1"
+        sandbox = None
         print(f"      no grading sandbox on this machine ({str(why).splitlines()[0]}); the demo grades its own "
               "examples without it. Grade real submissions only where bubblewrap works.")
     for name in names:
         workspace.generate(name)
     print(f"[2/3] demo course created in {workdir} (gradebook {workspace.db_url})")
 
-    rows = [["student", *names, "total"]]
-    for example in EXAMPLES:
-        row = [example.student]
-        total = dict.fromkeys(("score", "max_score", "bonus", "bonus_max"), 0.0)
-        for name in names:
+    # Every example is graded by the grading engine, as `python -m course_tools grade` would.
+    options = GradeOptions(feedback=True, progress=False, sandbox=sandbox)
+    totals = {ex.student: dict.fromkeys(("score", "max_score", "bonus", "bonus_max"), 0.0) for ex in EXAMPLES}
+    cells: dict[str, list[str]] = {ex.student: [] for ex in EXAMPLES}
+    problems = 0
+    for name in names:
+        for example in EXAMPLES:
             submit_example(workspace, example, name)
-            workspace.autograde(name, example.student)
-            workspace.feedback(name, example.student)
-            scores = workspace.scores(name, example.student)
-            for key in total:
-                total[key] += scores[key]
-            row.append(total_text(scores))
-        row.append(total_text(total))
-        rows.append(row)
-        print(f"      graded {example.student}: {example.description}")
+        records = grade_class(CourseSpec(str(workdir)), name, [ex.student for ex in EXAMPLES], options)
+        failed = [f"{r['student']}: {r.get('reason') or r['status']}" for r in records if r["status"] != "graded"]
+        problems += len(failed)
+        if failed:
+            print(f"      {name}: not graded as expected: " + "; ".join(failed))
+        for record in records:
+            cells[record["student"]].append(total_text(record))
+            for key, total in totals[record["student"]].items():
+                totals[record["student"]][key] = total + record.get(key, 0.0)
+        print(f"      graded {name} for {len(records)} examples")
     print("[3/3] grades\n")
+    rows = [["student", *names, "total"]]
+    rows += [[ex.student, *cells[ex.student], total_text(totals[ex.student])] for ex in EXAMPLES]
     print(format_table(rows))
+    print("\n" + "\n".join(f"  {ex.student}: {ex.description}" for ex in EXAMPLES))
     print(f"\nfeedback HTML: {workdir / 'feedback'}/<student>/<assignment>/<notebook>.html")
     print(f"done in {time.perf_counter() - started:.0f} s")
-    return 0
+    return 1 if problems else 0

@@ -14,8 +14,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -31,7 +29,8 @@ from course_tools.course import REPO_ROOT, Workspace
 from course_tools.grading.class_grading import grade_class
 from course_tools.grading.engine import CourseSpec, GradeOptions, GradingRefused, load_record
 from course_tools.grading.schedulers import DaskScheduler, is_loopback
-from course_tools.quality.benchmark_grading import gradebook_dump, submit_class, synthetic_class
+from course_tools.quality.benchmark_grading import (gradebook_dump, loopback_dask_cluster, submit_class,
+                                                   synthetic_class)
 from postgres_server import free_port, running_postgres
 
 pytest.importorskip("distributed", reason="distributed is in requirements.txt: run `make env`")
@@ -39,51 +38,12 @@ pytest.importorskip("distributed", reason="distributed is in requirements.txt: r
 VICTIM = max(ASSIGNMENTS, key=lambda a: len(list((REPO_ROOT / "source" / a).glob("*.ipynb"))))
 
 
-def _environment() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               MKL_NUM_THREADS="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def _wait_for_workers(address: str, count: int, timeout: float = 120.0) -> None:
-    from distributed import Client
-
-    with Client(address, timeout=timeout, set_as_default=False) as client:
-        client.wait_for_workers(count, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A Dask scheduler and two worker processes on loopback, and a PostgreSQL gradebook server."""
-    logs = tmp_path_factory.mktemp("dask")
-    dask = str(Path(sys.executable).parent / "dask")
-    port, dashboard = free_port(), free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    processes = []
-
-    def start(name: str, *command: str) -> None:
-        log = open(logs / f"{name}.log", "wb")
-        processes.append(subprocess.Popen([dask, *command], cwd=logs, env=_environment(), stdout=log,
-                                          stderr=subprocess.STDOUT))
-
     with running_postgres() as db_url:
-        try:
-            start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                  "--dashboard-address", f"127.0.0.1:{dashboard}")
-            for i in range(2):
-                start(f"worker-{i}", "worker", address, "--nthreads", "1", "--name", f"grader-{i}",
-                      "--local-directory", str(logs / f"worker-{i}"), "--no-dashboard")
-            _wait_for_workers(address, 2)
-            yield {"address": address, "db_url": db_url, "dashboard": f"127.0.0.1:{dashboard}", "logs": str(logs)}
-        finally:
-            for proc in reversed(processes):
-                proc.terminate()
-            for proc in processes:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        with loopback_dask_cluster(2, tmp_path_factory.mktemp("dask"), dashboard=True) as dask:
+            yield {"address": dask["address"], "db_url": db_url, "dashboard": dask["dashboard"]}
 
 
 class Killer(threading.Thread):

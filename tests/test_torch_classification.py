@@ -115,14 +115,14 @@ def test_committed_test_split_matches_its_digests_and_is_balanced():
     images, labels = _test_split()
     assert images.shape == (fashion_data.TEST_SIZE, 28, 28) and images.dtype == np.uint8
     assert labels.shape == (fashion_data.TEST_SIZE,) and labels.dtype == np.int64
-    problem = "changed: rebuild it with `python -m course_tools.quality.fashion_data` (see DATA.md)"
+    problem = "changed: rebuild it with `python -m course_tools fashion-data` (see DATA.md)"
     assert fashion.array_digest(images) == checks.DIGESTS["test_images"], f"test images {problem}"
     assert fashion.array_digest(labels=labels) == checks.DIGESTS["test_labels"], f"test labels {problem}"
     assert np.all(np.bincount(labels, minlength=10) == fashion_data.TEST_SIZE // 10)
 
 
 def test_test_split_is_rebuilt_byte_for_byte_from_the_public_files():
-    """`python -m course_tools.quality.fashion_data --check` rebuilds both files from the Debian package, identical."""
+    """`python -m course_tools fashion-data --check` rebuilds both files from the Debian package, identical."""
     built = fashion_data.build_test_split(fashion.DEBIAN_FOLDER)
     for name, path in fashion_data.FILES.items():
         assert built[name] == path.read_bytes(), f"{path.name} differs from a fresh build"

@@ -17,7 +17,7 @@ from course_tools.authoring.submissions import Edits
 
 #: Files the examples hand in besides their notebooks, one folder per assignment: the classification
 #: notebook's ``model.pt`` and ``predictions.npy``, saved by the reference solution's run with seed 0:
-#: ``python -m course_tools.quality.torch_baselines --assignments 04_torch_classification --seeds 0 --variants reference
+#: ``python -m course_tools baselines --assignments 04_torch_classification --seeds 0 --variants reference
 #: --save-files course_tools/authoring/example_files/04_torch_classification``.
 EXAMPLE_FILES = Path(__file__).resolve().parent / "example_files"
 

@@ -43,6 +43,7 @@ from typing import Any, Iterable
 import nbformat
 
 from course_tools.course import RELEASE_DIR, REPO_ROOT, SOURCE_DIR, assignments
+from course_tools.notebook_model import HIDDEN_TEST_MARKERS, MARKERS, SOLUTION_MARKERS, marker_regions
 
 SETTINGS_FILE = REPO_ROOT / "course.toml"
 HEADER_FILE = SOURCE_DIR / "header.ipynb"
@@ -61,8 +62,6 @@ FORMULAS_FILE = REPO_ROOT / "docs" / "formulas.md"
 LIBRARY = "mytorch_lib"
 #: Tables of the repository's pyproject.toml that the bundle keeps (packaging of mytorch_lib only).
 PYPROJECT_TABLES = ("build-system", "project", "tool.setuptools")
-MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS",
-           "BEGIN MARK SCHEME", "END MARK SCHEME")
 #: Secret lines shorter than this are too generic to flag outside notebooks (``else:``, ``return A``).
 MIN_SECRET_LINE = 16
 TEXT_SUFFIXES = {".ipynb", ".py", ".md", ".txt", ".toml", ".yml", ".yaml", ".json", ".csv", ".cfg", ".svg", ".html"}
@@ -235,14 +234,10 @@ def learner_readme(release_dir: Path, site: LearnerSite, template: Path = TEMPLA
 
 def _regions(source: str, begin: str, end: str) -> tuple[list[str], list[str]]:
     """(stripped lines inside ``begin``/``end`` regions, stripped lines outside), blank lines dropped."""
-    inside, outside, within = [], [], False
-    for line in source.split("\n"):
-        if begin in line:
-            within = True
-        elif end in line:
-            within = False
-        elif line.strip():
-            (inside if within else outside).append(line.strip())
+    lines, regions = marker_regions(source, begin, end)
+    within = {k for start, stop in regions for k in range(start, stop)}
+    inside = [line.strip() for k, line in enumerate(lines) if k in within and line.strip()]
+    outside = [line.strip() for k, line in enumerate(lines) if k not in within and line.strip()]
     return inside, outside
 
 
@@ -251,8 +246,8 @@ def secret_lines(source_dir: Path = SOURCE_DIR) -> set[str]:
     secret, public = set(), set()
     for path in sorted(source_dir.rglob("*.ipynb")):
         for cell in nbformat.read(path, as_version=4).cells:
-            hidden, rest = _regions(cell.source, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
-            solution, visible = _regions("\n".join(rest), "BEGIN SOLUTION", "END SOLUTION")
+            hidden, rest = _regions(cell.source, *HIDDEN_TEST_MARKERS)
+            solution, visible = _regions("\n".join(rest), *SOLUTION_MARKERS)
             secret.update(hidden + solution)
             public.update(visible)
     return secret - public

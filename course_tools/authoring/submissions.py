@@ -16,26 +16,10 @@ from typing import Any, Mapping
 import nbformat
 
 from course_tools.course import RELEASE_DIR, SOURCE_DIR
+from course_tools.notebook_model import grade_id as cell_grade_id, is_code_answer, solution_text
 
 #: grade_id of an answer cell -> (text to find, replacement), applied to the solution text
 Edits = Mapping[str, tuple[str, str]]
-
-_MARKERS = ("BEGIN SOLUTION", "END SOLUTION")
-
-
-def _grade_id(cell: Any) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-
-
-def _is_answer(cell: Any) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return bool(meta.get("solution")) and not meta.get("grade")
-
-
-def solution_text(source: str) -> str:
-    """A source cell's text as a learner who got it right would write it (markers removed)."""
-    return "\n".join(line for line in source.split("\n") if not any(m in line for m in _MARKERS))
-
 
 def learner_notebook(
     assignment: str,
@@ -56,12 +40,12 @@ def learner_notebook(
     if not filled:
         return release
     source = nbformat.read(SOURCE_DIR / assignment / f"{notebook}.ipynb", as_version=4)
-    solutions = {_grade_id(c): c.source for c in source.cells if _is_answer(c)}
+    solutions = {cell_grade_id(c): c.source for c in source.cells if is_code_answer(c)}
     pending = dict(edits or {})
     for cell in release.cells:
-        if not _is_answer(cell):
+        if not is_code_answer(cell):
             continue
-        grade_id = _grade_id(cell)
+        grade_id = cell_grade_id(cell)
         text = solution_text(solutions[grade_id])
         if grade_id in pending:
             find, replace = pending.pop(grade_id)

@@ -41,6 +41,8 @@ from typing import Any, Iterable
 
 import nbformat
 
+from course_tools.notebook_model import is_answer, is_nbgrader_cell, is_test, nbgrader_metadata
+
 #: nbgrader metadata fields that decide how a cell is graded
 KEY_FIELDS = ("grade", "solution", "locked", "task", "grade_id", "points")
 _STUB_LINE = re.compile(r"^\s*(# YOUR CODE HERE|raise NotImplementedError\(.*\)|YOUR ANSWER HERE)\s*$")
@@ -100,23 +102,6 @@ class PreflightReport:
         return cls(**data)
 
 
-def _nbmeta(cell: Any) -> dict[str, Any]:
-    meta = cell.get("metadata", {}).get("nbgrader")
-    return meta if isinstance(meta, dict) else {}
-
-
-def _is_graded_cell(meta: dict[str, Any]) -> bool:
-    return bool(meta.get("grade") or meta.get("solution") or meta.get("locked") or meta.get("task"))
-
-
-def _is_test(meta: dict[str, Any]) -> bool:
-    return bool(meta.get("grade")) and not meta.get("solution")
-
-
-def _is_answer(meta: dict[str, Any]) -> bool:
-    return bool(meta.get("solution"))
-
-
 def _key(meta: dict[str, Any]) -> tuple:
     return tuple(meta.get(name) for name in KEY_FIELDS)
 
@@ -163,8 +148,8 @@ class _Matcher:
         self.cells = submitted.cells
         self.match: dict[int, int] = {}  # submission index -> release index
         self.how: dict[int, str] = {}
-        self.release_by_grade_id = {_nbmeta(c)["grade_id"]: i for i, c in enumerate(self.release)
-                                    if _nbmeta(c).get("grade_id")}
+        self.release_by_grade_id = {nbgrader_metadata(c)["grade_id"]: i for i, c in enumerate(self.release)
+                                    if nbgrader_metadata(c).get("grade_id")}
 
     def _claimed(self) -> set[int]:
         return set(self.match.values())
@@ -176,12 +161,12 @@ class _Matcher:
         release_ids = {c.get("id"): i for i, c in enumerate(self.release) if c.get("id")}
         locked_text: dict[str, list[int]] = {}
         for i, c in enumerate(self.release):
-            if _nbmeta(c).get("locked"):
+            if nbgrader_metadata(c).get("locked"):
                 locked_text.setdefault(_text(c), []).append(i)
         # 1. grade_id (several submission cells may claim the same release cell: duplicates)
         for j, cell in enumerate(self.cells):
-            grade_id = _nbmeta(cell).get("grade_id")
-            if grade_id in self.release_by_grade_id and _is_graded_cell(_nbmeta(cell)):
+            grade_id = nbgrader_metadata(cell).get("grade_id")
+            if grade_id in self.release_by_grade_id and is_nbgrader_cell(cell):
                 self._set(j, self.release_by_grade_id[grade_id], "grade id")
         # 2. cell id, 3. locked content
         for j, cell in enumerate(self.cells):
@@ -195,7 +180,7 @@ class _Matcher:
             if len(candidates) == 1 and _text(cell):
                 self._set(j, candidates[0], "locked content")
         # 4. answer-cell signature, unique best candidate
-        answers = [i for i, c in enumerate(self.release) if _is_answer(_nbmeta(c)) and c.cell_type == "code"]
+        answers = [i for i, c in enumerate(self.release) if is_answer(c) and c.cell_type == "code"]
         signatures = {i: signature(self.release[i]) for i in answers}
         for j, cell in enumerate(self.cells):
             if j in self.match or cell.cell_type != "code":
@@ -214,7 +199,7 @@ class _Matcher:
                 continue
             if all(self.cells[j].cell_type == self.release[i].cell_type for j, i in zip(gap_s, gap_r)):
                 for j, i in zip(gap_s, gap_r):
-                    if i not in self._claimed() and _is_graded_cell(_nbmeta(self.release[i])):
+                    if i not in self._claimed() and is_nbgrader_cell(self.release[i]):
                         self._set(j, i, "position")
 
 
@@ -239,7 +224,7 @@ def _load(path: Path) -> tuple[Any | None, str]:
 
 def _release_share(release: Any, nb: Any) -> float:
     """Share of the release's graded cells that a notebook's cells match."""
-    graded = [i for i, c in enumerate(release.cells) if _is_graded_cell(_nbmeta(c))]
+    graded = [i for i, c in enumerate(release.cells) if is_nbgrader_cell(c)]
     if not graded:
         return 0.0
     matcher = _Matcher(release, nb)
@@ -275,8 +260,8 @@ def repair_notebook(name: str, release: Any, nb: Any) -> tuple[Any, list[Finding
     matcher = _Matcher(release, nb)
     matcher.run()
     rel = release.cells
-    graded_release = [i for i, c in enumerate(rel) if _is_graded_cell(_nbmeta(c))]
-    had_metadata = sum(1 for c in nb.cells if _is_graded_cell(_nbmeta(c)))
+    graded_release = [i for i, c in enumerate(rel) if is_nbgrader_cell(c)]
+    had_metadata = sum(1 for c in nb.cells if is_nbgrader_cell(c))
 
     # Duplicates: several submission cells matched to the same release cell.
     by_release: dict[int, list[int]] = {}
@@ -286,8 +271,8 @@ def repair_notebook(name: str, release: Any, nb: Any) -> tuple[Any, list[Finding
     for i, js in by_release.items():
         if len(js) < 2:
             continue
-        grade_id = _nbmeta(rel[i]).get("grade_id")
-        if _is_test(_nbmeta(rel[i])):
+        grade_id = nbgrader_metadata(rel[i]).get("grade_id")
+        if is_test(rel[i]):
             keep = js[0]
             for j in js[1:]:
                 drop_meta.add(j)
@@ -307,13 +292,13 @@ def repair_notebook(name: str, release: Any, nb: Any) -> tuple[Any, list[Finding
     # Metadata: restore on matched cells, remove unknown grade ids.
     restored: list[str] = []
     for j, cell in enumerate(nb.cells):
-        meta = _nbmeta(cell)
+        meta = nbgrader_metadata(cell)
         if j in matcher.match:
-            want = _nbmeta(rel[matcher.match[j]])
+            want = nbgrader_metadata(rel[matcher.match[j]])
             if _key(meta) != _key(want) or meta.get("schema_version") != want.get("schema_version"):
                 cell.metadata["nbgrader"] = copy.deepcopy(want)
                 restored.append(f"{want.get('grade_id')} (by {matcher.how[j]})")
-        elif j in drop_meta or (meta and _is_graded_cell(meta)):
+        elif j in drop_meta or is_nbgrader_cell(cell):
             if j not in drop_meta:
                 findings.append(Finding(name, "unknown_cell", "repaired",
                                         f"a cell carries grade id '{meta.get('grade_id')}', which the release does "
@@ -332,7 +317,7 @@ def repair_notebook(name: str, release: Any, nb: Any) -> tuple[Any, list[Finding
     order = [i for _, i in pairs]
     if order != sorted(order):
         staying = set(_longest_increasing(order))
-        moved = [_nbmeta(rel[i]).get("grade_id") or str(rel[i].get("id")) for i in order if i not in staying]
+        moved = [nbgrader_metadata(rel[i]).get("grade_id") or str(rel[i].get("id")) for i in order if i not in staying]
         keyed, last = [], -1
         for j in range(len(nb.cells)):
             last = matcher.match.get(j, last)
@@ -350,8 +335,8 @@ def repair_notebook(name: str, release: Any, nb: Any) -> tuple[Any, list[Finding
     for i in graded_release:
         if i in present:
             continue
-        meta = _nbmeta(rel[i])
-        if _is_test(meta):
+        meta = nbgrader_metadata(rel[i])
+        if is_test(rel[i]):
             before = [j for j, r in matcher.match.items() if r < i]
             at = max(before) + 1 if before else 0
             cell = copy.deepcopy(rel[i])
@@ -364,7 +349,7 @@ def repair_notebook(name: str, release: Any, nb: Any) -> tuple[Any, list[Finding
             matcher.match = {(j + 1 if j >= at else j): r for j, r in matcher.match.items()}
             matcher.match[at] = i
             inserted.append(meta.get("grade_id"))
-        elif _is_answer(meta):
+        elif is_answer(rel[i]):
             findings.append(Finding(name, "answer_cell_missing", "note",
                                     f"answer cell '{meta.get('grade_id')}' was not found; its tests run on whatever "
                                     "the notebook defines elsewhere"))

@@ -1,6 +1,6 @@
 """Benchmark: our class-grading command against a plain loop of ``nbgrader autograde`` calls.
 
-``python -m course_tools.quality.benchmark_grading [--students N] [--assignments A ...] [--workers 1 2 ...]``
+``python -m course_tools benchmark-grading [--students N] [--assignments A ...] [--workers 1 2 ...]``
 
 It builds a synthetic class (reference, blank and half-done submissions, plus
 the bundled buggy examples, over every notebook of every assignment), then
@@ -10,12 +10,15 @@ grades the same submissions
    (one process per submission, as an instructor's shell loop would);
 2. with ``python -m course_tools grade`` (sandboxed, parallel workers), once
    per worker count asked for;
-3. bare: every notebook that nbgrader executed (the autograded copy, hidden tests
+3. with ``python -m course_tools grade --scheduler tcp://127.0.0.1:PORT`` on a
+   Dask cluster of ``--dask-workers`` worker processes on this machine (started
+   once, before the first assignment, as ``dask scheduler`` and ``dask worker``);
+4. bare: every notebook that nbgrader executed (the autograded copy, hidden tests
    included) executed once more with nbclient alone.
 
-It prints submissions per minute for 1 and 2, their ratio, and the
-per-notebook overhead of 2 (one worker) against 3, and checks that both
-gradebooks hold the same grades. Timings depend on the machine's load: run it
+It prints submissions per minute for 1 to 3, their ratios, and the
+per-notebook overhead of 2 (one worker) against 4, and checks that every
+gradebook holds the same grades as the plain loop's. Timings depend on the machine's load: run it
 on an otherwise idle machine.
 
 ``--baseline DIR`` compares instead the per-notebook grading time of this
@@ -28,6 +31,7 @@ times, and the median seconds per notebook are printed side by side.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -35,21 +39,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import nbformat
 
 from course_tools.course import REPO_ROOT, Workspace, assignments, notebooks
 from course_tools.authoring.examples import EXAMPLES, handed_in_files
 from course_tools.authoring.submissions import learner_notebook, write_submission
+from course_tools.notebook_model import is_answer
 
 
 def half_done(assignment: str, notebook: str, release_dir: Path) -> Any:
     """The reference submission with every second answer cell left as the release's stub."""
     nb = learner_notebook(assignment, notebook, release_dir=release_dir)
     release = nbformat.read(release_dir / assignment / f"{notebook}.ipynb", as_version=4)
-    stubs = {c.get("id"): c.source for c in release.cells
-             if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
+    stubs = {c.get("id"): c.source for c in release.cells if is_answer(c)}
     answer_index = 0
     for cell in nb.cells:
         if cell.get("id") in stubs:
@@ -130,18 +134,67 @@ def plain_loop(workspace: Workspace, assignment: str, students: list[str]) -> fl
     return time.perf_counter() - started
 
 
-def our_command(workspace: Workspace, assignment: str, workers: int) -> tuple[float, list[dict[str, Any]]]:
+def our_command(workspace: Workspace, assignment: str, workers: int,
+                scheduler: str | None = None) -> tuple[float, list[dict[str, Any]]]:
     """Seconds for ``python -m course_tools grade`` (a fresh process, start-up included)."""
     from course_tools.grading.class_grading import submitted_students
     from course_tools.grading.engine import load_record
 
     started = time.perf_counter()
+    where = ["--scheduler", scheduler] if scheduler else ["--workers", str(workers)]
     subprocess.run([sys.executable, "-m", "course_tools", "grade", assignment, "--root", str(workspace.root),
-                    "--release-dir", str(workspace.release_dir), "--workers", str(workers), "--force", "--quiet"],
+                    "--release-dir", str(workspace.release_dir), *where, "--force", "--quiet"],
                    cwd=REPO_ROOT, env=_env(), capture_output=True, check=False)
     seconds = time.perf_counter() - started
     records = [load_record(workspace.root, assignment, s) for s in submitted_students(workspace, assignment)]
     return seconds, [r for r in records if r]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def loopback_dask_cluster(workers: int, folder: Path, dashboard: bool = False) -> Iterator[dict[str, Any]]:
+    """A ``dask scheduler`` and ``workers`` ``dask worker`` processes (one thread each) on 127.0.0.1.
+
+    Yields ``{"address", "dashboard", "processes"}``; everything is stopped on exit.
+    Logs go to ``folder``. This is what an instructor runs by hand on a cluster's machines.
+    """
+    from distributed import Client
+
+    dask = str(Path(sys.executable).parent / "dask")
+    folder.mkdir(parents=True, exist_ok=True)
+    port, dashboard_port = _free_port(), _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    processes: list[subprocess.Popen] = []
+
+    def start(name: str, *command: str) -> None:
+        with open(folder / f"{name}.log", "wb") as log:
+            processes.append(subprocess.Popen([dask, *command], cwd=folder, env=_env(), stdout=log,
+                                              stderr=subprocess.STDOUT))
+
+    try:
+        start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+              "--dashboard-address", f"127.0.0.1:{dashboard_port}" if dashboard else ":0")
+        for i in range(workers):
+            start(f"worker-{i}", "worker", address, "--nthreads", "1", "--name", f"grader-{i}",
+                  "--local-directory", str(folder / f"worker-{i}"), "--no-dashboard")
+        with Client(address, timeout=120, set_as_default=False) as client:
+            client.wait_for_workers(workers, timeout=120)
+        yield {"address": address, "dashboard": f"127.0.0.1:{dashboard_port}", "processes": processes}
+    finally:
+        for proc in reversed(processes):
+            proc.terminate()
+        for proc in processes:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def bare_seconds(graded: Workspace, assignment: str, students: list[str]) -> dict[tuple[str, str], float]:
@@ -177,17 +230,26 @@ def run(args: argparse.Namespace) -> int:
     names = args.assignments or assignments()
     base = Path(args.workdir).resolve()
     shutil.rmtree(base, ignore_errors=True)
-    plain_ws, ours_ws = Workspace(base / "plain"), Workspace(base / "ours")
-    total = {"plain": 0.0, **{f"ours_{w}": 0.0 for w in args.workers}}
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if args.dask_workers:
+            cluster = stack.enter_context(loopback_dask_cluster(args.dask_workers, base / "dask-logs"))
+        return _run(args, names, base, cluster["address"] if cluster else None)
+
+
+def _run(args: argparse.Namespace, names: list[str], base: Path, dask_address: str | None) -> int:
+    plain_ws, ours_ws, dask_ws = Workspace(base / "plain"), Workspace(base / "ours"), Workspace(base / "dask")
+    spaces = [plain_ws, ours_ws] + ([dask_ws] if dask_address else [])
+    total = {"plain": 0.0, "dask": 0.0, **{f"ours_{w}": 0.0 for w in args.workers}}
     n_submissions = n_notebooks = 0
     overheads: list[float] = []
     ours_nb_seconds = bare_nb_seconds = 0.0
     same = True
     for assignment in names:
-        for ws in (plain_ws, ours_ws):
+        for ws in spaces:
             ws.generate(assignment)
         klass = synthetic_class(assignment, plain_ws.release_dir, args.students)
-        for ws in (plain_ws, ours_ws):
+        for ws in spaces:
             submit_class(ws, assignment, klass)
         students = sorted(klass)
         n_submissions += len(students)
@@ -209,12 +271,18 @@ def run(args: argparse.Namespace) -> int:
                             overheads.append(nb["seconds"] / bare[(r["student"], nb_name)])
                             ours_nb_seconds += nb["seconds"]
                             bare_nb_seconds += bare[(r["student"], nb_name)]
+        if dask_address:
+            seconds, _ = our_command(dask_ws, assignment, 0, scheduler=dask_address)
+            total["dask"] += seconds
+            print(f"  course_tools grade --scheduler (Dask, {args.dask_workers} workers): {seconds:6.1f} s "
+                  f"({plain / seconds:.2f}x the plain loop)", flush=True)
         plain_dump = gradebook_dump(plain_ws.db_url, assignment)
-        ours_dump = gradebook_dump(ours_ws.db_url, assignment)
-        if plain_dump != ours_dump:
-            same = False
-            diff = sorted(k for k in set(plain_dump) | set(ours_dump) if plain_dump.get(k) != ours_dump.get(k))
-            print(f"  gradebooks DIFFER at {diff[:5]}", flush=True)
+        for ws in spaces[1:]:
+            ours_dump = gradebook_dump(ws.db_url, assignment)
+            if plain_dump != ours_dump:
+                same = False
+                diff = sorted(k for k in set(plain_dump) | set(ours_dump) if plain_dump.get(k) != ours_dump.get(k))
+                print(f"  gradebooks of {ws.root.name} DIFFER at {diff[:5]}", flush=True)
     print()
     print(f"synthetic class: {n_submissions} submissions, {n_notebooks} notebooks, "
           f"assignments {', '.join(names)}; {os.cpu_count()} cores")
@@ -224,11 +292,19 @@ def run(args: argparse.Namespace) -> int:
         rate = n_submissions / total[f"ours_{workers}"] * 60
         print(f"course_tools grade -j {workers:<2}      : {rate:7.1f} submissions/min "
               f"({total[f'ours_{workers}']:.0f} s), {rate / plain_rate:.2f}x the plain loop")
+    if dask_address:
+        rate = n_submissions / total["dask"] * 60
+        print(f"grade --scheduler (Dask, {args.dask_workers} w) : {rate:7.1f} submissions/min ({total['dask']:.0f} s), "
+              f"{rate / plain_rate:.2f}x the plain loop")
+        same_workers = f"ours_{args.dask_workers}"
+        if same_workers in total:
+            print(f"Dask time / local engine time with {args.dask_workers} workers: "
+                  f"{total['dask'] / total[same_workers]:.2f}x")
     if overheads:
         print(f"per-notebook time, ours (-j 1: sandbox and nbgrader included) / bare nbclient: "
               f"total {ours_nb_seconds / bare_nb_seconds:.2f}x, median {statistics.median(overheads):.2f}x "
               f"over {len(overheads)} notebooks")
-    print(f"gradebooks of both ways identical: {'yes' if same else 'NO'}")
+    print(f"gradebooks of every way identical to the plain loop's: {'yes' if same else 'NO'}")
     return 0 if same else 1
 
 
@@ -287,12 +363,14 @@ def compare_with_baseline(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_tools.quality.benchmark_grading", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m course_tools benchmark-grading", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--students", type=int, default=12, help="submissions per assignment (default 12)")
     parser.add_argument("--assignments", nargs="*", help="assignments (default: all in source/)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1],
                         help="worker counts to time our command with (default: 1 and the number of cores)")
+    parser.add_argument("--dask-workers", type=int, default=2,
+                        help="worker processes of the loopback Dask cluster (default 2; 0: no Dask row)")
     parser.add_argument("--workdir", default="build/benchmark", help="scratch course folders (default build/benchmark)")
     parser.add_argument("--baseline", default=None,
                         help="another checkout of the course: compare per-notebook grading time with it instead")

@@ -1,6 +1,6 @@
 """Benchmark: the similarity report on a synthetic class.
 
-``python -m course_tools.quality.benchmark_similarity [--learners 300] [--assignment 02_numpy_library]``
+``python -m course_tools benchmark-similarity [--learners 300] [--assignment 02_numpy_library]``
 
 It writes a class of synthetic submissions into a temporary course folder and
 times ``run_similarity`` on it, split into extraction (preflight repair, the
@@ -28,7 +28,8 @@ from typing import Any
 
 from course_tools.course import RELEASE_DIR, Workspace, notebooks
 from course_tools.term.similarity import SimilarityResult, run_similarity, write_report
-from course_tools.authoring.submissions import _is_answer, learner_notebook, write_submission
+from course_tools.authoring.submissions import learner_notebook, write_submission
+from course_tools.notebook_model import is_code_answer
 
 #: equivalent formulations a learner may write instead of the reference's (find, replace)
 REFORMULATIONS = (
@@ -106,7 +107,7 @@ def synthetic_class(assignment: str, size: int, seed: int = 0,
             copy = nb.copy()
             copy.cells = [cell.copy() for cell in nb.cells]
             for cell in copy.cells:
-                if _is_answer(cell):
+                if is_code_answer(cell):
                     cell.source = varied_answer(cell.source, rng)
             learner[name] = copy
         result[f"learner_{k:03d}"] = learner
@@ -143,7 +144,7 @@ def run(learners: int, assignment: str, keep: Path | None = None, workers: int =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_tools.quality.benchmark_similarity", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m course_tools benchmark-similarity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--learners", type=int, default=300, help="size of the synthetic class (default 300)")
     parser.add_argument("--assignment", default="02_numpy_library", help="assignment (default 02_numpy_library)")

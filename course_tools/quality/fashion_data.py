@@ -1,4 +1,4 @@
-"""Build the grader's Fashion-MNIST test split (``python -m course_tools.quality.fashion_data``).
+"""Build the grader's Fashion-MNIST test split (``python -m course_tools fashion-data``).
 
 Learners train on Fashion-MNIST's public training split (60,000 images), which
 :mod:`mytorch_lib.fashion` finds or fetches and checks against its pinned digest.
@@ -17,9 +17,9 @@ The output is byte-for-byte reproducible (fixed seed, fixed zip timestamps); the
 arrays' SHA-256 digests are pinned in
 :mod:`course_tools.hidden.verdicts.torch_classification` (``DIGESTS``).
 
-    python -m course_tools.quality.fashion_data                       # from /usr/share/datasets/fashion-mnist
-    python -m course_tools.quality.fashion_data --source DIR          # from another folder with the four .gz files
-    python -m course_tools.quality.fashion_data --check               # compare with the committed files, write nothing
+    python -m course_tools fashion-data                       # from /usr/share/datasets/fashion-mnist
+    python -m course_tools fashion-data --source DIR          # from another folder with the four .gz files
+    python -m course_tools fashion-data --check               # compare with the committed files, write nothing
 
 Provenance and licence: ``DATA.md`` at the repository root.
 """
@@ -106,7 +106,7 @@ def write_npz(path: Path | None, **arrays: np.ndarray) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_tools.quality.fashion_data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m course_tools fashion-data", description=__doc__.split("\n")[0])
     parser.add_argument("--source", type=Path, default=DEBIAN_FOLDER,
                         help=f"folder with Fashion-MNIST's four .gz files (default: {DEBIAN_FOLDER}, "
                              "from the Debian package dataset-fashion-mnist)")

@@ -51,13 +51,13 @@ from typing import Any, Callable, Iterator, Sequence, TextIO
 import nbformat
 
 from course_tools.course import REPO_ROOT, Workspace, notebooks
+from course_tools.notebook_model import SOLUTION_MARKERS, is_code_answer, marker_regions, nbgrader_metadata
 from course_tools.grading.class_grading import grade_class
 from course_tools.grading.engine import CourseSpec, GradeOptions
 
 DEFAULT_WORKDIR = REPO_ROOT / "build" / "mutation"
 DEFAULT_TARGET = 0.95
 DEFAULT_CELL_TIMEOUT = 60
-_BEGIN, _END = "BEGIN SOLUTION", "END SOLUTION"
 #: error names nbgrader/nbclient record in a cell that ran out of time
 _TIMEOUT_ERRORS = {"CellTimeoutError", "KeyboardInterrupt"}
 
@@ -360,25 +360,6 @@ class Mutant:
     diff: str
 
 
-def _nbgrader(cell: Any) -> dict[str, Any]:
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def solution_regions(source: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """The cell's lines without marker lines, and the ``[start, end)`` line ranges of its solution regions."""
-    lines, regions, start = [], [], None
-    for line in source.split("\n"):
-        if _BEGIN in line:
-            start = len(lines)
-        elif _END in line:
-            if start is not None:
-                regions.append((start, len(lines)))
-            start = None
-        else:
-            lines.append(line)
-    return lines, regions
-
-
 def _diff(before: str, after: str) -> str:
     """The first changed line of ``before`` as ``L<n>: old  ->  new`` (``<deleted>`` when lines went)."""
     old, new = before.split("\n"), after.split("\n")
@@ -415,11 +396,10 @@ def notebook_mutants(path: Path, warn: Callable[[str], None] = lambda _: None) -
     name = Path(path).stem
     found: list[Mutant] = []
     for cell in nb.cells:
-        meta = _nbgrader(cell)
-        if cell.cell_type != "code" or not meta.get("solution") or meta.get("grade"):
+        if not is_code_answer(cell):
             continue
-        grade_id = meta["grade_id"]
-        lines, regions = solution_regions(cell.source)
+        grade_id = nbgrader_metadata(cell)["grade_id"]
+        lines, regions = marker_regions(cell.source, *SOLUTION_MARKERS)
         original = "\n".join(lines)
         ids: set[str] = set()
         for start, end in regions:
@@ -513,7 +493,7 @@ def _graded(key: str, record: dict[str, Any], notebook: str, workspace: Workspac
     graded = nbformat.read(workspace.path("autograded", record["student"], record["assignment"]) / f"{notebook}.ipynb",
                            as_version=4)
     result.timed_out_cells = [
-        _nbgrader(c).get("grade_id") or c.get("id", "?") for c in graded.cells if c.cell_type == "code"
+        nbgrader_metadata(c).get("grade_id") or c.get("id", "?") for c in graded.cells if c.cell_type == "code"
         and any(o.get("output_type") == "error" and o.get("ename") in _TIMEOUT_ERRORS for o in c.outputs)]
     return result
 

@@ -1,4 +1,4 @@
-"""Reference and weak-model numbers of the PyTorch notebooks (``python -m course_tools.quality.torch_baselines``).
+"""Reference and weak-model numbers of the PyTorch notebooks (``python -m course_tools baselines``).
 
 Each run executes a *source* notebook (solutions and hidden tests included)
 top to bottom in a fresh kernel, in a copy of its assignment folder, after
@@ -23,10 +23,10 @@ For the regression notebook, ``autograde`` mode sets ``NBGRADER_EXECUTION``
 as nbgrader does and ``normal`` mode is a learner running the notebook; the
 classification notebook always runs both ways, one after the other. Examples::
 
-    python -m course_tools.quality.torch_baselines                      # 5 seeds, both modes, weak models
-    python -m course_tools.quality.torch_baselines --seeds 0 1 2 --assignments 04_torch_classification
-    python -m course_tools.quality.torch_baselines --json build/torch_baselines.json
-    python -m course_tools.quality.torch_baselines --assignments 04_torch_classification --seeds 0 \
+    python -m course_tools baselines                      # 5 seeds, both modes, weak models
+    python -m course_tools baselines --seeds 0 1 2 --assignments 04_torch_classification
+    python -m course_tools baselines --json build/torch_baselines.json
+    python -m course_tools baselines --assignments 04_torch_classification --seeds 0 \
         --variants reference --save-files course_tools/authoring/example_files/04_torch_classification
 """
 
@@ -320,7 +320,7 @@ def summarise(runs: list[Run]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_tools.quality.torch_baselines",
+    parser = argparse.ArgumentParser(prog="python -m course_tools baselines",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--assignments", nargs="*", default=[REGRESSION, CLASSIFICATION])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4], help="seeds of the reference runs")

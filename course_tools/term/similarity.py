@@ -11,7 +11,7 @@ How a score is made, for one notebook of one pair of learners:
    into a scratch folder), so that stripped metadata or reordered cells do not
    hide an answer cell. ``submitted/`` itself is only read.
 2. **The learner's own code.** Of every answer cell (nbgrader ``solution``
-   cells, see :func:`course_tools.authoring.submissions._is_answer`), only the lines the
+   cells, see :func:`course_tools.notebook_model.is_code_answer`), only the lines the
    release cell did not contain are kept: the class and ``def`` lines, the
    docstrings, the comments and the ``raise NotImplementedError`` stubs of the
    release are removed, so an untouched release has no code at all.
@@ -38,7 +38,7 @@ in forked worker processes (:func:`prepare_learners`); all pairs of a notebook
 are then scored together from the fingerprints (:func:`pair_scores`, the
 arithmetic of copydetect's ``get_copied_slices`` on arrays), and copydetect's
 own ``compare_files`` runs again only on the flagged pairs shown, to highlight
-them. ``python -m course_tools.quality.benchmark_similarity`` measures it.
+them. ``python -m course_tools benchmark-similarity`` measures it.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from course_tools.grading.preflight import prepare_submission
-from course_tools.authoring.submissions import _is_answer
+from course_tools.notebook_model import grade_id as cell_grade_id, is_code_answer
 
 #: k: length of the fingerprinted k-grams, in characters of copydetect's filtered code (where every
 #: name is one letter and whitespace is gone). Answer cells here are short methods: a statement such
@@ -136,8 +136,8 @@ def _answer_cells(nb: dict[str, Any]) -> dict[str, str]:
     """``{grade_id: source}`` of the code answer cells of a notebook (JSON), in notebook order."""
     cells = {}
     for cell in nb.get("cells", []):
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if cell.get("cell_type") == "code" and _is_answer(cell) and grade_id:
+        grade_id = cell_grade_id(cell)
+        if is_code_answer(cell) and grade_id:
             cells[grade_id] = _cell_text(cell)
     return cells
 

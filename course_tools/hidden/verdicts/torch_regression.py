@@ -29,7 +29,7 @@ from course_tools.hidden.verdicts.kit import Evidence, Opaque, Wrong, assert_clo
 NOISE = 0.15
 NOISE_VARIANCE = NOISE**2  # the best possible MSE on noisy held-out points
 #: Held-out MSE thresholds of the two graded cells (the reference reaches about 0.026,
-#: a straight line about 0.51; see ``python -m course_tools.quality.torch_baselines``).
+#: a straight line about 0.51; see ``python -m course_tools baselines``).
 LOOSE_MSE, TARGET_MSE = 0.10, 0.05
 #: Tolerances of float32 training against the replayed reference.
 LOSS_RTOL, LOSS_ATOL = 2e-4, 1e-6
