@@ -58,16 +58,14 @@ def main(argv: list[str] | None = None) -> int:
                                                           "side on a synthetic class"),
                "benchmark-similarity": ("benchmark_similarity", "time the similarity report on a synthetic class")}
     for name, (_, summary) in quality.items():
-        sub.add_parser(name, help=summary, add_help=False).add_argument("options", nargs=argparse.REMAINDER)
-
-    args, rest = parser.parse_known_args(argv)
-    if args.command in quality:
+        sub.add_parser(name, help=summary, add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in quality:
         import importlib
 
-        module = importlib.import_module(f"course_tools.quality.{quality[args.command][0]}")
-        return module.main(args.options + rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return importlib.import_module(f"course_tools.quality.{quality[argv[0]][0]}").main(argv[1:])
+
+    args = parser.parse_args(argv)
     if args.command in term:
         return term[args.command](args)
     if args.command == "release":

@@ -35,7 +35,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from course_tools.course import Workspace
 from course_tools.grading.preflight import PreflightReport, prepare_submission
@@ -45,6 +45,43 @@ from course_tools.grading.sandbox import KERNEL_NAME, SandboxSettings, prepare_k
 PREFLIGHTED = "preflighted"
 #: folder (under the course root) for per-submission records and CSV exports
 REPORTS = "grading_reports"
+
+
+class NotebookOutcome(TypedDict, total=False):
+    """What grading one notebook of a submission gave (a record's ``notebooks[name]``)."""
+
+    status: str  # graded | failed | not submitted (a notebook left out by ``notebooks`` has none)
+    reason: str  # why it failed or was not submitted, in one line
+    failure: str  # timeout | crashed (failed notebooks only)
+    seconds: float
+    log_tail: str  # the end of nbgrader's log (failed notebooks only)
+    score: float
+    max_score: float
+    cells: dict[str, list[float]]  # grade_id -> [score, max_score]
+    needs_manual_grade: list[str]
+
+
+class GradingRecord(TypedDict, total=False):
+    """The record of one graded submission, kept as JSON in ``grading_reports/<assignment>/<student>.json``."""
+
+    assignment: str
+    student: str
+    status: str  # graded | problems (preflight could not repair) | failed (a kernel or the grader)
+    reason: str  # why the grading itself failed (status failed, no notebooks)
+    fingerprint: str  # of the submitted files: a later run skips the submission while it matches
+    worker: str  # host:pid of the process that graded it
+    sandbox: bool
+    graded_at: str
+    preflight: dict[str, Any]  # PreflightReport.to_dict()
+    notebooks: dict[str, NotebookOutcome]
+    score: float  # the assignment's own notebooks
+    max_score: float
+    bonus: float  # its bonus notebooks (course.bonus_notebooks)
+    bonus_max: float
+    feedback: str
+    seconds: float
+    traceback: str
+    skipped: bool  # set by grade_class for a record kept from an earlier run
 
 
 class GradingRefused(RuntimeError):
@@ -78,10 +115,6 @@ class GradeOptions:
     progress: bool = True
     notebooks: tuple[str, ...] | None = None
 
-    def worker_count(self, jobs: int) -> int:
-        wanted = self.workers or os.cpu_count() or 1
-        return max(1, min(wanted, jobs))
-
 
 @dataclass
 class CourseSpec:
@@ -110,7 +143,7 @@ def record_path(root: Path, assignment: str, student: str) -> Path:
     return Path(root) / REPORTS / assignment / f"{student}.json"
 
 
-def load_record(root: Path, assignment: str, student: str) -> dict[str, Any] | None:
+def load_record(root: Path, assignment: str, student: str) -> GradingRecord | None:
     path = record_path(root, assignment, student)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -118,7 +151,7 @@ def load_record(root: Path, assignment: str, student: str) -> dict[str, Any] | N
         return None
 
 
-def save_record(root: Path, record: dict[str, Any]) -> None:
+def save_record(root: Path, record: GradingRecord) -> None:
     path = record_path(root, record["assignment"], record["student"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -249,7 +282,7 @@ class SubmissionGrader:
         shutil.rmtree(self.runtime, ignore_errors=True)
         self.runtime.mkdir(mode=0o700)
 
-    def _autograde_notebook(self, assignment: str, student: str, notebook: str) -> dict[str, Any]:
+    def _autograde_notebook(self, assignment: str, student: str, notebook: str) -> NotebookOutcome:
         """nbgrader's own Autograde converter on one notebook (the CLI's ``--notebook``)."""
         from nbgrader.converters import Autograde
         from nbgrader.utils import capture_log, temp_attrs
@@ -267,19 +300,19 @@ class SubmissionGrader:
         kernel = None
         if self.status_file.exists():
             kernel = json.loads(self.status_file.read_text(encoding="utf-8"))
-        outcome: dict[str, Any] = {"status": "graded", "reason": "", "seconds": round(seconds, 3)}
+        outcome: NotebookOutcome = {"status": "graded", "reason": "", "seconds": round(seconds, 3)}
         if not result.get("success") or kernel and kernel.get("capped"):
             outcome["status"] = "failed"
             outcome["failure"], outcome["reason"] = notebook_failure(result, kernel)
             outcome["log_tail"] = ((result.get("log") or "") + (result.get("error") or ""))[-2000:]
         return outcome
 
-    def grade(self, assignment: str, student: str) -> dict[str, Any]:
+    def grade(self, assignment: str, student: str) -> GradingRecord:
         """Grade ``submitted/<student>/<assignment>``; returns its record (never raises for a bad submission)."""
         started = time.perf_counter()
         ws = self.workspace
         submitted = ws.path("submitted", student, assignment)
-        record: dict[str, Any] = {"assignment": assignment, "student": student, "fingerprint": fingerprint(submitted),
+        record: GradingRecord = {"assignment": assignment, "student": student, "fingerprint": fingerprint(submitted),
                                   "worker": f"{os.uname().nodename}:{os.getpid()}",
                                   "sandbox": self.options.sandbox is not None,
                                   "graded_at": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -290,7 +323,7 @@ class SubmissionGrader:
         graded_dir = ws.path("autograded", student, assignment)
         shutil.rmtree(graded_dir, ignore_errors=True)
         only = set(self.options.notebooks or report.expected)
-        notebooks: dict[str, dict[str, Any]] = {}
+        notebooks: dict[str, NotebookOutcome] = {}
         for name in report.expected:
             if name not in report.gradable:
                 notebooks[name] = {"status": "not submitted", "reason": "missing or unreadable (see preflight)",
@@ -317,7 +350,7 @@ class SubmissionGrader:
         record["seconds"] = round(time.perf_counter() - started, 3)
         return record
 
-    def grade_safely(self, assignment: str, student: str) -> dict[str, Any]:
+    def grade_safely(self, assignment: str, student: str) -> GradingRecord:
         """:meth:`grade`, with a grader bug or an nbgrader crash turned into a failed record."""
         try:
             return self.grade(assignment, student)
@@ -326,13 +359,13 @@ class SubmissionGrader:
                                 traceback=traceback.format_exc()[-3000:])
 
 
-def crash_record(assignment: str, student: str, why: str, **extra: Any) -> dict[str, Any]:
+def crash_record(assignment: str, student: str, why: str, **extra: Any) -> GradingRecord:
     """The record of a submission whose grading itself failed (its process died, hung or raised)."""
     return {"assignment": assignment, "student": student, "status": "failed", "notebooks": {}, "reason": why,
             "graded_at": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
 
 
-def _merge_scores(notebooks: dict[str, dict[str, Any]], scores: dict[str, Any]) -> None:
+def _merge_scores(notebooks: dict[str, NotebookOutcome], scores: dict[str, Any]) -> None:
     for name, nb in scores["notebooks"].items():
         entry = notebooks.setdefault(name, {"status": "not submitted", "reason": "", "seconds": 0.0})
         entry.update({"score": nb["score"], "max_score": nb["max_score"],
@@ -369,7 +402,7 @@ def notebook_failure(result: dict[str, Any], kernel: dict[str, Any] | None) -> t
     return "crashed", _last_error_line(result)
 
 
-def submission_status(notebooks: dict[str, dict[str, Any]], report: PreflightReport) -> str:
+def submission_status(notebooks: dict[str, NotebookOutcome], report: PreflightReport) -> str:
     """``failed`` (a kernel died or hung), ``problems`` (preflight could not repair), or ``graded``."""
     if any(nb["status"] == "failed" for nb in notebooks.values()):
         return "failed"

@@ -29,13 +29,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 from urllib.parse import urlparse
 
-from course_tools.grading.engine import CourseSpec, GradeOptions, GradingRefused, SubmissionGrader, crash_record
+from course_tools.grading.engine import (CourseSpec, GradeOptions, GradingRecord, GradingRefused, SubmissionGrader,
+                                         crash_record)
 
 #: what a scheduler calls with each finished record
-OnRecord = Callable[[dict[str, Any]], None]
+OnRecord = Callable[[GradingRecord], None]
 
 
 def _single_threaded_numerics() -> None:
@@ -154,7 +155,7 @@ _grader_lock = threading.Lock()
 
 
 def grade_on_dask_worker(course: CourseSpec, options: GradeOptions, assignment: str, student: str,
-                         matplotlib_cache: str | None) -> dict[str, Any]:
+                         matplotlib_cache: str | None) -> GradingRecord:
     """The Dask task: grade one submission with this worker process's grader (made on first use).
 
     A grader holds process-wide state (the kernelspec path, nbgrader's API), so one
@@ -249,7 +250,3 @@ def scheduler_for(address: str | None, workers: int = 0) -> LocalScheduler | Das
     """The scheduler the ``grade`` command asked for: Dask at ``address``, or local workers."""
     return DaskScheduler(address) if address else LocalScheduler(workers)
 
-
-def worker_hosts(records: Iterable[dict[str, Any]]) -> set[str]:
-    """The machines that graded ``records`` (from each record's ``worker``, host:pid)."""
-    return {str(r.get("worker", "")).split(":")[0] for r in records if r.get("worker")}
