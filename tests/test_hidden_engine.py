@@ -212,3 +212,54 @@ def test_numpy_notebooks_grade_without_importing_torch_in_the_kernel(notebook):
     count, loaded_at_probe, loaded_at_end = run.stdout.strip().split("\n")[-1].split()
     assert int(count) == len(list(engine.hidden_calls(nbformat.read(path, as_version=4)))) > 0
     assert loaded_at_probe == loaded_at_end == "False", run.stdout
+
+
+# ---------------------------------------------------------------- the grader's numbers
+
+
+def _measuring(monkeypatch, measure):
+    from course_tools.hidden.verdicts import pen_and_paper
+
+    monkeypatch.setattr(pen_and_paper, "metrics", measure, raising=False)
+
+
+def test_grader_numbers_come_from_well_formed_records_only(monkeypatch):
+    _measuring(monkeypatch, lambda evidence: {"checks": len(evidence), "not finite": float("nan"), "label": "x"})
+    assert engine.grader_numbers(_executed(_answers())) == {"checks": 12.0}
+    code = engine.learner_code(nbformat.read(NOTEBOOK, as_version=4))
+    mallory = _executed(_answers(), seed_of=_seed_of("mallory", code))
+    assert engine.grader_numbers(mallory, _seed_of("alice", code)) == {}
+    assert engine.grader_numbers(mallory, _seed_of("mallory", code)) == {"checks": 12.0}
+
+
+def test_a_measure_that_fails_on_a_learners_records_gives_no_numbers_and_the_verdicts_still_decide(monkeypatch):
+    def broken(evidence):
+        raise TypeError("items of an unexpected shape")
+
+    _measuring(monkeypatch, broken)
+    nb = _executed(_answers(a=[9.0, 9.0]))
+    assert engine.grader_numbers(nb) == {}
+    engine.decide_notebook(nb)
+    assert set(_failed(nb)) == {"test_a"}
+
+
+def test_grading_replaces_numbers_a_submission_brings_in_its_metadata(monkeypatch):
+    from course_tools.authoring.nbgrader_ext import DecideHiddenTests
+
+    monkeypatch.setenv(engine.SECRET_ENV, SECRET.decode())
+    resources = {"nbgrader": {"assignment": "01_pen_and_paper", "student": "alice", "notebook": "pen_and_paper"}}
+    code = engine.learner_code(nbformat.read(NOTEBOOK, as_version=4))
+    seed_of = DecideHiddenTests().seed_function(code, resources)
+    forged = {"test_accuracy": 0.99}
+
+    _measuring(monkeypatch, lambda evidence: {"checks": len(evidence)})
+    nb = _executed(_answers(), seed_of=seed_of)
+    nb.metadata[engine.NUMBERS_METADATA] = dict(forged)
+    nb, _ = DecideHiddenTests().preprocess(nb, resources)
+    assert nb.metadata[engine.NUMBERS_METADATA] == {"checks": 12.0} and _failed(nb) == {}
+
+    _measuring(monkeypatch, lambda evidence: {})
+    nb = _executed(_answers(), seed_of=seed_of)
+    nb.metadata[engine.NUMBERS_METADATA] = dict(forged)
+    nb, _ = DecideHiddenTests().preprocess(nb, resources)
+    assert engine.NUMBERS_METADATA not in nb.metadata

@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -45,7 +44,7 @@ from course_tools.hidden.verdicts.engine import hidden_call, judge
 from course_tools.hidden.verdicts.kit import Evidence, GradingMachineError
 from course_tools.grading.sandbox import COURSE_READ_ONLY
 from course_tools.authoring.submissions import learner_notebook
-from course_tools.quality.torch_baselines import CLASSIFICATION, VARIANTS, apply_edits, run_variant
+from course_tools.quality.torch_baselines import CLASSIFICATION, VARIANTS, apply_edits, run_variants
 from learner_cells import reference_code
 from mytorch_lib import fashion
 import torch_cells
@@ -268,7 +267,7 @@ def measured_test_accuracy(ns: dict) -> float:
 def test_example_model_was_trained_by_the_current_reference():
     assert recipe_digest() == EXAMPLE_MODEL_RECIPE, (
         "the reference cells that decide the example model changed: retrain it with `python -m "
-        "course_tools.quality.torch_baselines --assignments 04_torch_classification --seeds 0 --variants reference "
+        "course_tools baselines --assignments 04_torch_classification --seeds 0 --variants reference "
         "--save-files course_tools/authoring/example_files/04_torch_classification` and pin the printed recipe "
         "digest in course_tools/authoring/examples.py")
 
@@ -602,12 +601,11 @@ def test_baselines_cell_trains_the_linear_model_and_the_mlp_with_the_learners_lo
 
 @pytest.fixture(scope="module")
 def weak_runs() -> dict:
-    """The weak variants of ``course_tools.quality.torch_baselines``, each trained as a learner would and then graded
-    as nbgrader runs the notebook (two at a time: each run is one single-threaded kernel)."""
+    """The weak variants of ``course_tools.quality.torch_baselines``, each trained as a learner would, handed in and
+    graded by the grading engine (two at a time: each run is one single-threaded kernel)."""
     names = ("linear", "mlp", "untrained")
-    with ThreadPoolExecutor(2) as pool:
-        runs = pool.map(lambda v: run_variant(CLASSIFICATION, v, seed=0), names)
-        return dict(zip(names, runs))
+    runs = run_variants(CLASSIFICATION, [(name, 0, "normal") for name in names], jobs=2)
+    return dict(zip(names, runs))
 
 
 @pytest.mark.parametrize("variant, least, most", [("linear", 0.80, 0.87), ("mlp", 0.85, 0.90), ("untrained", 0, 0.3)])

@@ -350,29 +350,21 @@ def test_straight_line_submission_graded_by_nbgrader(grading):
     assert score == pytest.approx(3.0)
 
 
-def test_baselines_score_cells_as_nbgrader_does():
-    """The PyTorch baselines score an executed notebook with nbgrader's own rule, after its IgnorePattern step."""
-    from course_tools.course import load_config
-    from course_tools.quality.torch_baselines import score_cells
+def test_baselines_hand_in_and_grade_through_the_grading_engine():
+    """The baselines grade their runs as a class is graded: sandboxed engine, gradebook scores, and the
+    grader's numbers (held-out MSE) taken from the grading record, in the grader's run or after a learner's."""
+    from course_tools.quality.torch_baselines import run_variants
 
-    def graded(grade_id: str, *outputs: dict) -> nbformat.NotebookNode:
-        cell = nbformat.v4.new_code_cell("pass", id=grade_id)
-        cell.metadata["nbgrader"] = {"grade": True, "grade_id": grade_id, "locked": True, "points": 2,
-                                     "schema_version": 3, "solution": False}
-        cell.outputs = [nbformat.from_dict(o) for o in outputs]
-        return cell
-
-    warning = load_config().IgnorePattern.pattern
-    assert warning, "nbgrader_config.py should set IgnorePattern.pattern"
-    nb = nbformat.v4.new_notebook(cells=[
-        graded("clean", {"output_type": "stream", "name": "stdout", "text": "passed\n"}),
-        graded("error", {"output_type": "error", "ename": "Wrong", "evalue": "no", "traceback": []}),
-        graded("stderr", {"output_type": "stream", "name": "stderr", "text": "something on stderr\n"}),
-        graded("warning", {"output_type": "stream", "name": "stderr", "text": "x.py:3: RuntimeWarning: overflow\n"}),
-        graded("partial", {"output_type": "execute_result", "execution_count": 1, "metadata": {},
-                           "data": {"text/plain": "0.5"}}),
-        nbformat.v4.new_code_cell("x = 1"),
-    ])
-    scores = score_cells(nb, warning)
-    assert scores == {"clean": (2.0, 2.0), "error": (0.0, 2.0), "stderr": (0.0, 2.0), "warning": (2.0, 2.0),
-                      "partial": (0.5, 2.0)}
+    runs = run_variants(REGRESSION, [("reference", 0, "autograde"), ("one_step", 0, "autograde"),
+                                     ("reference", 1, "normal")], jobs=2)
+    reference, one_step, learner = runs
+    for run in (reference, learner):
+        assert run.problems == [] and run.failed_cells == [] and run.score == run.max_score == 10
+        assert run.metrics["heldout_mse"] < verdicts.TARGET_MSE and run.metrics["epochs"] == 1000
+        assert run.training_seconds > 0 and run.metrics["training_cpu_seconds"] > 0
+    assert one_step.failed_cells == ["test_train", "test_training_run", *HELDOUT_CELLS]
+    assert one_step.metrics["heldout_mse"] > 2 * verdicts.LOOSE_MSE
+    assert all(p.startswith(tuple(f"cell {c}: " for c in one_step.failed_cells)) for p in one_step.problems)
+    assert reference.metrics["grading_seconds"] == reference.notebook_seconds  # the grader's run is the one measured
+    assert learner.metrics["grading_seconds"] != learner.notebook_seconds
+    assert reference.metrics["heldout_mse"] != learner.metrics["heldout_mse"]  # another seed, another model

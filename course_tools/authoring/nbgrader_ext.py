@@ -241,12 +241,20 @@ class DecideHiddenTests(HiddenTestSeeds):
     Place it after ``Execute`` and ``IgnorePattern`` and before ``LimitOutput`` and
     ``SaveAutoGrades``. A wrong answer becomes the cell's error output (scored 0, the
     message shown in feedback); the records themselves are removed from the notebook.
+    The numbers the verdict modules measure from the records (test accuracy, held-out
+    MSE, ...) are kept in the notebook's metadata (:data:`engine.NUMBERS_METADATA`) for
+    the grading record; whatever the submission held there is replaced.
     """
 
     def preprocess(self, nb: Any, resources: Any) -> tuple[Any, Any]:
         from course_tools.hidden.verdicts import engine
 
-        engine.decide_notebook(nb, self.seed_function(engine.learner_code(nb), resources))
+        seed_of = self.seed_function(engine.learner_code(nb), resources)
+        numbers = engine.grader_numbers(nb, seed_of)
+        engine.decide_notebook(nb, seed_of)
+        nb.metadata.pop(engine.NUMBERS_METADATA, None)
+        if numbers:
+            nb.metadata[engine.NUMBERS_METADATA] = numbers
         return nb, resources
 
 

@@ -12,8 +12,9 @@ a grading record:
 3. **sandbox** (:mod:`course_tools.grading.sandbox`): kernels start through the
    sandbox kernelspec; its launcher enforces a wall-clock cap per notebook on top
    of nbgrader's per-cell timeout and reports why a kernel ended;
-4. **the record**: scores from the gradebook, the preflight findings, a
-   fingerprint of the submitted files and how long each step took; a record per
+4. **the record**: scores from the gradebook, the grader's numbers of each
+   notebook (what the verdicts measured, such as test accuracy), the preflight
+   findings, a fingerprint of the submitted files and how long each step took; a record per
    submission is kept in ``grading_reports/<assignment>/`` so that a later run
    skips what is already graded.
 
@@ -59,6 +60,7 @@ class NotebookOutcome(TypedDict, total=False):
     max_score: float
     cells: dict[str, list[float]]  # grade_id -> [score, max_score]
     needs_manual_grade: list[str]
+    numbers: dict[str, float]  # what the verdicts measured (test accuracy, held-out MSE, ...), if anything
 
 
 class GradingRecord(TypedDict, total=False):
@@ -305,6 +307,10 @@ class SubmissionGrader:
             outcome["status"] = "failed"
             outcome["failure"], outcome["reason"] = notebook_failure(result, kernel)
             outcome["log_tail"] = ((result.get("log") or "") + (result.get("error") or ""))[-2000:]
+            return outcome
+        numbers = _grader_numbers(self.workspace.path("autograded", student, assignment) / f"{notebook}.ipynb")
+        if numbers:
+            outcome["numbers"] = numbers
         return outcome
 
     def grade(self, assignment: str, student: str) -> GradingRecord:
@@ -371,6 +377,18 @@ def _merge_scores(notebooks: dict[str, NotebookOutcome], scores: dict[str, Any])
         entry.update({"score": nb["score"], "max_score": nb["max_score"],
                       "cells": {cell: list(pair) for cell, pair in nb["cells"].items()},
                       "needs_manual_grade": nb["needs_manual_grade"]})
+
+
+def _grader_numbers(autograded: Path) -> dict[str, float]:
+    """The numbers the verdicts measured in an autograded notebook (see ``DecideHiddenTests``)."""
+    from course_tools.hidden.verdicts.engine import NUMBERS_METADATA
+
+    try:
+        metadata = json.loads(autograded.read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError):
+        return {}
+    numbers = metadata.get(NUMBERS_METADATA)
+    return dict(numbers) if isinstance(numbers, dict) else {}
 
 
 def _last_error_line(result: dict[str, Any]) -> str:

@@ -1,27 +1,30 @@
 """Reference and weak-model numbers of the PyTorch notebooks (``python -m course_tools baselines``).
 
-Each run executes a *source* notebook (solutions and hidden tests included)
-top to bottom in a fresh kernel, in a copy of its assignment folder, after
-applying a variant's edits and the seed. The classification notebook is run
-twice in the same folder, as a learner and then as the grader: first as a
-learner runs it (it trains and saves ``model.pt``), then as nbgrader runs it
-(``NBGRADER_EXECUTION`` set: it only loads and measures the saved model). Each
-run reports:
+Each run is a learner's submission: the release notebook with the reference
+solution in its answer cells, a variant's edits (a weaker model, fewer epochs)
+and the seed written into its set-up cell. The submissions of one assignment
+are handed in to a course folder of their own and graded by the grading
+engine (:mod:`course_tools.grading.engine`), sandboxed, in parallel, exactly as
+``python -m course_tools grade`` grades a class. Modes:
 
-- the score every graded cell would get: the hidden cells' records (display
-  outputs of the executed copy, which runs with each cell's default seed) are
-  judged by :func:`course_tools.hidden.verdicts.engine.decide_notebook`, as in
-  grading, and a cell gets full points when it then holds no error and writes
-  nothing to stderr beyond the warnings nbgrader is configured to ignore;
-- the grader's numbers (held-out MSE, test-set accuracy, ...), computed by the
-  verdict module's ``metrics`` from the same records, outside the kernel;
-- the wall time of the whole notebook and of its training cell, and their CPU
-  time (process time of the kernel: on a busy machine wall times grow, while
-  CPU time stays close to what an idle machine takes).
+- ``normal``: a learner first runs the notebook top to bottom in a fresh kernel
+  (nbclient, without ``NBGRADER_EXECUTION``) and hands in what that run saved;
+  the classification notebook always runs this way (grading only loads and
+  measures the learner's ``model.pt``);
+- ``autograde`` (regression only): the notebook is handed in unrun and the
+  grader's run, which trains the model itself, is the one measured.
 
-For the regression notebook, ``autograde`` mode sets ``NBGRADER_EXECUTION``
-as nbgrader does and ``normal`` mode is a learner running the notebook; the
-classification notebook always runs both ways, one after the other. Examples::
+Each run reports:
+
+- the score of every graded cell, from the gradebook;
+- the grader's numbers (held-out MSE, test-set accuracy, ...): what the verdict
+  modules measured from the hidden records, kept in the grading record;
+- the wall time of the measured run (the learner's, else the grader's) and of
+  its training cell, their CPU time (process time of the kernel: on a busy
+  machine wall times grow, while CPU time stays close to what an idle machine
+  takes), and the grader's seconds for the notebook.
+
+Examples::
 
     python -m course_tools baselines                      # 5 seeds, both modes, weak models
     python -m course_tools baselines --seeds 0 1 2 --assignments 04_torch_classification
@@ -33,32 +36,26 @@ classification notebook always runs both ways, one after the other. Examples::
 from __future__ import annotations
 
 import argparse
-import copy
-import importlib
 import json
 import math
 import shutil
 import statistics
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import nbformat
 
-from course_tools.course import SOURCE_DIR, load_config
-from course_tools.grading.execute import kernel_environment, run_notebook
-from course_tools.hidden.probes.kit import RECORD_MIME, default_seed
-from course_tools.hidden.verdicts.engine import decide_notebook, hidden_calls
-from course_tools.hidden.verdicts.kit import Evidence
-from course_tools.authoring.submissions import Edits
+from course_tools.authoring.submissions import Edits, learner_notebook, write_submission
+from course_tools.course import Workspace
+from course_tools.grading.execute import Execution, kernel_environment, run_notebook
 
 REGRESSION, CLASSIFICATION = "03_torch_regression", "04_torch_classification"
 NOTEBOOK = {REGRESSION: "torch_regression", CLASSIFICATION: "torch_classification"}
-#: The verdict module of each notebook (its ``metrics`` gives the reported numbers).
-VERDICTS = {REGRESSION: "torch_regression", CLASSIFICATION: "torch_classification"}
 #: The cell that trains the graded model, timed separately.
 TRAINING_CELL = {REGRESSION: "training_run", CLASSIFICATION: "training_run"}
 #: Notebooks graded from what the learner's run saved (run as a learner, then as the grader).
@@ -175,7 +172,10 @@ def apply_edits(nb: Any, edits: Edits, *, seed: int, skipped: dict[str, str] | N
 
 
 def _instrument(nb: Any, assignment: str) -> None:
-    """Time the training cell's CPU use and append the cell that prints it (and the kernel's CPU time)."""
+    """Time the training cell's CPU use and append the cell that prints it (and the kernel's CPU time).
+
+    The added cells carry no nbgrader metadata: a learner may add cells, and grading runs them too.
+    """
     index = next(i for i, c in enumerate(nb.cells) if c.get("id") == TRAINING_CELL[assignment])
     nb.cells.insert(index + 1, nbformat.v4.new_code_cell(
         "_baseline_cpu = __import__('time').process_time() - _baseline_cpu", id="baseline_cpu_after"))
@@ -197,96 +197,126 @@ def _cell_seconds(cell: Any) -> float:
     return (parse(end) - parse(start)).total_seconds()
 
 
-def evidence_of(nb: Any) -> dict[str, Evidence]:
-    """behaviour -> the evidence of its record, for every hidden cell of an executed, unseeded notebook.
-
-    Read before :func:`decide_notebook` takes the records out of the outputs.
-    """
-    found: dict[str, Evidence] = {}
-    calls = {grade_id: call for grade_id, call in hidden_calls(nb)}
+def _printed_numbers(nb: Any) -> dict[str, float]:
+    """The CPU seconds the instrumentation cell printed in an executed notebook."""
     for cell in nb.cells:
-        call = calls.get(cell.get("metadata", {}).get("nbgrader", {}).get("grade_id"))
-        if call is None:
+        if cell.get("id") != "baseline_metrics":
             continue
         for out in cell.get("outputs", []):
-            record = (out.get("data") or {}).get(RECORD_MIME)
-            if isinstance(record, dict) and isinstance(record.get("items"), dict):
-                found[call.check] = Evidence(call.check, default_seed(call.check), record["items"])
-    return found
+            for line in out.get("text", "").splitlines():
+                if line.startswith(METRICS_MARKER):
+                    return json.loads(line[len(METRICS_MARKER):])
+    return {}
 
 
-def grader_metrics(assignment: str, evidence: dict[str, Evidence]) -> dict[str, float]:
-    """The verdict module's numbers (held-out MSE, test accuracy, ...) of one run's records."""
-    verdicts = importlib.import_module(f"course_tools.hidden.verdicts.{VERDICTS[assignment]}")
-    return verdicts.metrics(evidence)
+def _training_seconds(nb: Any, assignment: str) -> float:
+    return next((_cell_seconds(c) for c in nb.cells if c.get("id") == TRAINING_CELL[assignment]), math.nan)
 
 
-def score_cells(nb: Any, ignore_pattern: str) -> dict[str, tuple[float, float]]:
-    """grade_id -> (points earned, points) of every graded code cell of an executed, judged notebook.
+def submission(assignment: str, variant: str, seed: int, release_dir: Path) -> Any:
+    """The notebook a learner of ``variant`` hands in: the release, answered, edited, seeded and instrumented."""
+    chosen = VARIANTS[assignment][variant]
+    nb = learner_notebook(assignment, NOTEBOOK[assignment], chosen.edits, release_dir=release_dir)
+    apply_edits(nb, {}, seed=seed, skipped=None if chosen.runs_demos else SKIPPED_CELLS.get(assignment))
+    _instrument(nb, assignment)
+    return nb
 
-    Scored by nbgrader's own rule (``nbgrader.utils.determine_grade``) after its ``IgnorePattern``
-    step, as ``nbgrader autograde`` scores it.
+
+@dataclass
+class _Planned:
+    variant: str
+    seed: int
+    mode: str
+    student: str
+    learner: Execution | None = None
+
+
+def _runs_as_learner(assignment: str, mode: str) -> bool:
+    return assignment in GRADED_FROM_SAVED_MODEL or mode == "normal"
+
+
+def run_variants(assignment: str, wanted: Iterable[tuple[str, int, str]], *, jobs: int = 1,
+                 timeout: int = 1800, save_files: dict[tuple[str, int], Path] | None = None,
+                 log: Any = None) -> list[Run]:
+    """Hand in and grade one submission per ``(variant, seed, mode)`` of ``assignment``.
+
+    Learners' runs (``normal`` mode, and every classification run) take ``jobs`` kernels at a
+    time; then the grading engine grades every submission, on ``jobs`` sandboxed workers.
+    ``save_files`` maps ``(variant, seed)`` to a folder that receives a copy of the files that
+    run's learner saved to hand in (:data:`HANDED_IN`).
     """
-    from nbgrader.preprocessors import IgnorePattern
-    from nbgrader.utils import determine_grade, is_grade
+    from course_tools.grading.class_grading import grade_class
+    from course_tools.grading.engine import CourseSpec, GradeOptions
+    from course_tools.grading.sandbox import SandboxSettings, SandboxUnavailable, probe
 
-    judged, _ = IgnorePattern(pattern=ignore_pattern).preprocess(copy.deepcopy(nb), {})
-    cells = {}
-    for cell in judged.cells:
-        if cell.cell_type == "code" and is_grade(cell):
-            earned, points = determine_grade(cell)
-            cells[cell.metadata.nbgrader.grade_id] = (float(earned or 0.0), float(points))
-    return cells
+    log = log or sys.stdout
+    planned = [_Planned(variant, seed, mode, f"{variant}-seed{seed}-{mode}") for variant, seed, mode in wanted]
+    if mode_errors := [p.mode for p in planned if p.mode not in ("normal", "autograde")]:
+        raise ValueError(f"mode must be 'normal' or 'autograde', got {mode_errors[0]!r}")
+    sandbox: SandboxSettings | None = SandboxSettings()
+    try:
+        probe()
+    except SandboxUnavailable as why:
+        # The baselines grade the course's own reference and weak variants, which are trusted code.
+        sandbox = None
+        print(f"no grading sandbox on this machine ({str(why).splitlines()[0]}): grading the variants without it",
+              file=log, flush=True)
+    name = NOTEBOOK[assignment]
+    with tempfile.TemporaryDirectory(prefix="mytorch-baselines-") as tmp:
+        workspace = Workspace(Path(tmp) / "course")
+        workspace.generate(assignment)
+        release = workspace.release_dir / assignment
+
+        def hand_in(run: _Planned) -> None:
+            nb = submission(assignment, run.variant, run.seed, workspace.release_dir)
+            folder = workspace.path("submitted", run.student, assignment)
+            write_submission(folder, {name: nb}, release_folder=release)
+            if not _runs_as_learner(assignment, run.mode):
+                return
+            run.learner = run_notebook(folder / f"{name}.ipynb", timeout=timeout, env=kernel_environment())
+            nbformat.write(run.learner.notebook, folder / f"{name}.ipynb")  # handed in as run, outputs and all
+            keep = (save_files or {}).get((run.variant, run.seed))
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                for file_name in HANDED_IN[assignment]:
+                    shutil.copy(folder / file_name, keep / file_name)
+
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            list(pool.map(hand_in, planned))
+        options = GradeOptions(workers=max(1, jobs), force=True, sandbox=sandbox, progress=False,
+                               notebook_timeout=float(timeout))
+        records = {r["student"]: r for r in grade_class(CourseSpec(str(workspace.root)), assignment,
+                                                        [p.student for p in planned], options)}
+        return [_run_of(assignment, p, records[p.student],
+                        workspace.path("autograded", p.student, assignment) / f"{name}.ipynb") for p in planned]
+
+
+def _run_of(assignment: str, planned: _Planned, record: dict[str, Any], autograded: Path) -> Run:
+    """A :class:`Run` from a grading record, the autograded notebook and the learner's run (if any)."""
+    outcome = record.get("notebooks", {}).get(NOTEBOOK[assignment], {})
+    problems: list[str] = []
+    if record.get("status") != "graded":
+        problems.append(f"grading {record.get('status')}: {outcome.get('reason') or record.get('reason', '')}")
+    graded = nbformat.read(autograded, as_version=4) if autograded.exists() else nbformat.v4.new_notebook()
+    measured = planned.learner or Execution(graded, float(outcome.get("seconds", math.nan)))
+    if planned.learner is not None:
+        problems += planned.learner.problems()
+    problems += Execution(graded, 0.0).problems()
+    metrics: dict[str, float] = dict(outcome.get("numbers", {}))
+    metrics.update(_printed_numbers(measured.notebook))
+    metrics["grading_seconds"] = float(outcome.get("seconds", math.nan))
+    cells = {cell: (float(got), float(full)) for cell, (got, full) in outcome.get("cells", {}).items()}
+    mode = "learner+grader" if assignment in GRADED_FROM_SAVED_MODEL else planned.mode
+    return Run(assignment, planned.variant, planned.seed, mode, float(outcome.get("score", 0.0)),
+               float(outcome.get("max_score", 0.0)), cells, metrics, measured.seconds,
+               _training_seconds(measured.notebook, assignment), problems)
 
 
 def run_variant(assignment: str, variant: str = "reference", *, seed: int = 0, mode: str = "autograde",
                 timeout: int = 1800, save_files: Path | None = None) -> Run:
-    """Execute one variant of a PyTorch notebook with ``seed`` in ``mode`` (``normal`` or ``autograde``).
-
-    A notebook graded from a saved model (classification) runs as a learner and then as the
-    grader, whatever ``mode``; ``save_files`` (a folder) then receives a copy of the files the
-    learner's run saved to hand in (:data:`HANDED_IN`).
-    """
-    if mode not in ("normal", "autograde"):
-        raise ValueError(f"mode must be 'normal' or 'autograde', got {mode!r}")
-    name = NOTEBOOK[assignment]
-    nb = nbformat.read(SOURCE_DIR / assignment / f"{name}.ipynb", as_version=4)
-    chosen = VARIANTS[assignment][variant]
-    apply_edits(nb, chosen.edits, seed=seed, skipped=None if chosen.runs_demos else SKIPPED_CELLS.get(assignment))
-    plain = nbformat.from_dict(nb)
-    _instrument(nb, assignment)
-    two_runs = assignment in GRADED_FROM_SAVED_MODEL
-    grading_env = kernel_environment(NBGRADER_EXECUTION="autograde")
-    with tempfile.TemporaryDirectory(prefix="mytorch-baseline-") as tmp:
-        folder = Path(tmp) / assignment
-        shutil.copytree(SOURCE_DIR / assignment, folder, ignore=shutil.ignore_patterns("*.ipynb", "__pycache__"))
-        path = folder / f"{name}.ipynb"
-        nbformat.write(nb, path)
-        learner = run_notebook(path, timeout=timeout,
-                               env=kernel_environment() if two_runs or mode == "normal" else grading_env)
-        graded = learner
-        if two_runs:
-            if save_files is not None:
-                save_files.mkdir(parents=True, exist_ok=True)
-                for file_name in HANDED_IN[assignment]:
-                    shutil.copy(folder / file_name, save_files / file_name)
-            nbformat.write(plain, path)
-            graded = run_notebook(path, timeout=timeout, env=grading_env)
-    executed = graded.notebook
-    metrics: dict[str, float] = grader_metrics(assignment, evidence_of(executed))
-    decide_notebook(executed)
-    cells = score_cells(executed, load_config().IgnorePattern.pattern)
-    for out in learner.notebook.cells[-1].get("outputs", []):
-        for line in out.get("text", "").splitlines():
-            if line.startswith(METRICS_MARKER):
-                metrics.update(json.loads(line[len(METRICS_MARKER):]))
-    if two_runs:
-        metrics["grading_seconds"] = graded.seconds
-    training = next(c for c in learner.notebook.cells if c.get("id") == TRAINING_CELL[assignment])
-    mode = "learner+grader" if two_runs else mode
-    return Run(assignment, variant, seed, mode, sum(c[0] for c in cells.values()), sum(c[1] for c in cells.values()),
-               cells, metrics, learner.seconds, _cell_seconds(training),
-               learner.problems() + (graded.problems() if two_runs else []))
+    """One variant of a PyTorch notebook with ``seed`` in ``mode``, handed in and graded (see :func:`run_variants`)."""
+    keep = {(variant, seed): save_files} if save_files is not None else None
+    return run_variants(assignment, [(variant, seed, mode)], timeout=timeout, save_files=keep)[0]
 
 
 KEY_METRIC = {REGRESSION: "heldout_mse", CLASSIFICATION: "test_accuracy"}
@@ -332,28 +362,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="copy the files the classification reference's first seed hands in (model.pt, "
                              "predictions.npy) into this folder (the example submissions' files: "
                              "course_tools/authoring/example_files/04_torch_classification)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="learner runs and grading workers at a time (default 1: steadier timings)")
     args = parser.parse_args(argv)
     runs: list[Run] = []
     for assignment in args.assignments:
+        wanted = []
         for variant in VARIANTS[assignment]:
             if args.variants and variant not in args.variants:
                 continue
             seeds = args.seeds if variant == "reference" else args.weak_seeds
             modes = ["normal"] if assignment in GRADED_FROM_SAVED_MODEL else args.modes
-            for mode in modes:
-                for seed in seeds:
-                    keep = (args.save_files if assignment == CLASSIFICATION and variant == "reference"
-                            and seed == seeds[0] else None)
-                    run = run_variant(assignment, variant, seed=seed, mode=mode, save_files=keep)
-                    if keep is not None:
-                        from course_tools.authoring.examples import recipe_digest
+            wanted += [(variant, seed, mode) for mode in modes for seed in seeds]
+        keep = None
+        if args.save_files is not None and assignment in HANDED_IN and ("reference", args.seeds[0], "normal") in wanted:
+            keep = {("reference", args.seeds[0]): args.save_files}
+        print(f"{assignment}: {len(wanted)} run(s)", flush=True)
+        for run in run_variants(assignment, wanted, jobs=args.jobs, save_files=keep):
+            runs.append(run)
+            print(_line(run), flush=True)
+            for problem in run.problems:
+                print(f"    {problem[:200]}", flush=True)
+        if keep is not None:
+            from course_tools.authoring.examples import recipe_digest
 
-                        print(f"saved {', '.join(HANDED_IN[assignment])} in {keep}; pin EXAMPLE_MODEL_RECIPE = "
-                              f"{recipe_digest()!r} in course_tools/authoring/examples.py", flush=True)
-                    runs.append(run)
-                    print(_line(run), flush=True)
-                    for problem in run.problems:
-                        print(f"    {problem[:200]}", flush=True)
+            print(f"saved {', '.join(HANDED_IN[assignment])} in {args.save_files}; pin EXAMPLE_MODEL_RECIPE = "
+                  f"{recipe_digest()!r} in course_tools/authoring/examples.py", flush=True)
     print("\nSummary")
     for line in summarise(runs):
         print(line)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib
+import math
 import os
 import re
 import secrets
@@ -42,6 +43,8 @@ _CALL = re.compile(
     r"_probes\.(?P<check>check_\w+)\(globals\(\)(?:, seed=\d+)?\)$")
 #: Environment variable that, when set, is the course secret (else the secret file is used).
 SECRET_ENV = "MYTORCH_GRADING_SECRET"
+#: Key of an autograded notebook's metadata that holds :func:`grader_numbers` of its run.
+NUMBERS_METADATA = "mytorch_grader_numbers"
 #: Marker between the answer cells in :func:`learner_code`.
 CELL_SEPARATOR = "\n# --- cell ---\n"
 
@@ -145,8 +148,8 @@ def _records(cell: Any) -> tuple[list[Any], list[Any]]:
     return records, others
 
 
-def judge(call: HiddenCall, records: list[Any], seed: int, code: str) -> str | None:
-    """None if the one record of ``call`` with ``seed`` is right, else the message for the learner."""
+def _evidence(call: HiddenCall, records: list[Any], seed: int, code: str) -> Evidence | str:
+    """The evidence of the one record of ``call`` with ``seed``, or the message for the learner if there is none."""
     if not records:
         return ("no result reached the grader: the hidden check did not finish (did your code replace or "
                 "break numpy, IPython or the grading code?). Restart the kernel and run all cells.")
@@ -157,9 +160,16 @@ def judge(call: HiddenCall, records: list[Any], seed: int, code: str) -> str | N
             or record.get("behaviour") != call.check or str(record.get("seed")) != str(seed) \
             or not isinstance(record.get("items"), dict):
         return "the result of this check is malformed (was grading code replaced?)"
+    return Evidence(call.check, seed, record["items"], code, bool(record.get("torch_loaded")))
+
+
+def judge(call: HiddenCall, records: list[Any], seed: int, code: str) -> str | None:
+    """None if the one record of ``call`` with ``seed`` is right, else the message for the learner."""
+    evidence = _evidence(call, records, seed, code)
+    if isinstance(evidence, str):
+        return evidence
     verdicts = importlib.import_module(f"course_tools.hidden.verdicts.{call.module}")
     check: Callable[[Evidence], None] = getattr(verdicts, call.check)
-    evidence = Evidence(call.check, seed, record["items"], code, bool(record.get("torch_loaded")))
     try:
         check(evidence)
     except Wrong as wrong:
@@ -215,15 +225,19 @@ def decide_notebook(nb: Any, seed_of: Callable[[str], int] | None = None) -> Non
     of a source notebook, as the tests and the PyTorch baselines do).
     """
     code = learner_code(nb)
+    for cell, _, seed in _seeded_hidden_cells(nb, seed_of):
+        decide_cell(cell, seed, code)
+
+
+def _seeded_hidden_cells(nb: Any, seed_of: Callable[[str], int] | None) -> Iterable[tuple[Any, HiddenCall, int]]:
+    """(cell, call, seed) of every hidden cell; without ``seed_of``, each check's default seed."""
     for cell in nb.cells:
         if not is_test_cell(cell):
             continue
         call = hidden_call(str(cell.source))
-        if call is None:
-            continue
-        grade_id = cell.metadata["nbgrader"]["grade_id"]
-        seed = seed_of(grade_id) if seed_of else default_seed(call.check)
-        decide_cell(cell, seed, code)
+        if call is not None:
+            grade_id = cell.metadata["nbgrader"]["grade_id"]
+            yield cell, call, seed_of(grade_id) if seed_of else default_seed(call.check)
 
 
 def hidden_calls(nb: Any) -> Iterable[tuple[str, HiddenCall]]:
@@ -233,3 +247,31 @@ def hidden_calls(nb: Any) -> Iterable[tuple[str, HiddenCall]]:
             call = hidden_call(str(cell.source))
             if call is not None:
                 yield cell.metadata["nbgrader"]["grade_id"], call
+
+
+def grader_numbers(nb: Any, seed_of: Callable[[str], int] | None = None) -> dict[str, float]:
+    """The numbers the verdict modules measure from a run's records (held-out MSE, test accuracy, ...).
+
+    Read before :func:`decide_notebook` takes the records out of the outputs; ``seed_of`` as there.
+    Each verdict module with a ``metrics(evidence)`` function contributes; only well-formed records
+    count, and numbers that are not finite are left out. They describe the run for instructors
+    (grading records, the PyTorch baselines); the verdicts alone decide the score.
+    """
+    code = learner_code(nb)
+    evidence: dict[str, dict[str, Evidence]] = {}
+    for cell, call, seed in _seeded_hidden_cells(nb, seed_of):
+        found = _evidence(call, _records(cell)[0], seed, code)
+        if isinstance(found, Evidence):
+            evidence.setdefault(call.module, {})[call.check] = found
+    numbers: dict[str, float] = {}
+    for module, found_here in sorted(evidence.items()):
+        measure = getattr(importlib.import_module(f"course_tools.hidden.verdicts.{module}"), "metrics", None)
+        if measure is None:
+            continue
+        try:
+            measured = measure(found_here)
+        except Exception:  # noqa: BLE001 (records the learner's code shaped: no numbers, the verdicts still decide)
+            continue
+        numbers.update({name: float(value) for name, value in measured.items()
+                        if isinstance(value, (int, float)) and math.isfinite(value)})
+    return numbers
