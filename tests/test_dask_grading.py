@@ -28,6 +28,7 @@ from course_tools import __main__ as cli
 from course_tools.course import REPO_ROOT, Workspace
 from course_tools.grading.class_grading import grade_class
 from course_tools.grading.engine import CourseSpec, GradeOptions, GradingRefused, load_record
+from course_tools.grading.export import gradebook_rows
 from course_tools.grading.schedulers import DaskScheduler, is_loopback
 from course_tools.quality.benchmark_grading import (gradebook_dump, loopback_dask_cluster, submit_class,
                                                    synthetic_class)
@@ -105,6 +106,15 @@ def test_dask_cluster_grades_every_assignment_like_serial_nbgrader_despite_a_kil
         killer.stop.set()
         assert [r["status"] for r in records] == ["graded"] * CLASS_SIZE, [r.get("reason") for r in records]
         assert gradebook_dump(db_url, assignment) == serial_grades.dump(assignment), assignment
+
+    # The grader's numbers come back in the records and reach the CSV (the example model's test accuracy).
+    assert ASSIGNMENTS[-1] == "04_torch_classification"
+    columns, rows = gradebook_rows(ws, ASSIGNMENTS[-1], {r["student"]: r for r in records})
+    accuracy = {row["student"]: row.get("torch_classification/test_accuracy", "") for row in rows}
+    assert "torch_classification/test_accuracy" in columns and float(accuracy["reference_000"]) >= 0.9
+    assert float(accuracy["reference_000"]) == pytest.approx(
+        next(r for r in records if r["student"] == "reference_000")["notebooks"]["torch_classification"]
+        ["numbers"]["test_accuracy"], abs=1e-6)
 
     # The kill landed mid-task; that submission was graded again by a live worker, and returned once.
     assert killer.killed, "no worker was busy long enough to be killed"

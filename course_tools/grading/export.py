@@ -6,7 +6,8 @@ are included); the flags come from the grading records of
 student: the total of the assignment's own notebooks (``score`` of ``max_score``), the
 total of its bonus notebooks (``bonus`` of ``bonus_max``, see
 :func:`course_tools.course.bonus_notebooks`), one column per notebook, one per graded
-cell (``notebook:grade_id``), and the flags.
+cell (``notebook:grade_id``), one per number the grader measured in a notebook
+(``notebook/name``, such as ``torch_classification/test_accuracy``), and the flags.
 """
 
 from __future__ import annotations
@@ -56,9 +57,12 @@ def gradebook_rows(workspace: Workspace, assignment: str,
         layout = [(nb.name, [g.name for g in sorted(nb.grade_cells, key=lambda c: c.name)])
                   for nb in sorted(spec.notebooks, key=lambda n: n.name)]
         students = sorted({s.student.id for s in spec.submissions} | set(records))
+    numbers = {name: sorted({number for r in records.values()
+                             for number in r.get("notebooks", {}).get(name, {}).get("numbers", {})})
+               for name, _ in layout}
     columns = ["student", "score", "max_score", "bonus", "bonus_max"]
     for name, cells in layout:
-        columns += [f"{name}"] + [f"{name}:{cell}" for cell in cells]
+        columns += [f"{name}"] + [f"{name}:{cell}" for cell in cells] + [f"{name}/{n}" for n in numbers[name]]
     columns += list(LATE_COLUMNS) + list(FLAG_COLUMNS)
     late = late_status(workspace, assignment)
     rows = []
@@ -75,6 +79,9 @@ def gradebook_rows(workspace: Workspace, assignment: str,
                 for cell, (score, _max) in nb["cells"].items():
                     row[f"{name}:{cell}"] = "" if score is None else f"{score:g}"
             row.update(late_columns(scores["score"] + scores["bonus"], late.get(student)))
+        for name, measured in (records.get(student) or {}).get("notebooks", {}).items():
+            row.update({f"{name}/{number}": f"{value:.6g}" for number, value in measured.get("numbers", {}).items()
+                        if number in numbers.get(name, ())})
         row.update(_flags(records.get(student)))
         rows.append(row)
     return columns, rows
