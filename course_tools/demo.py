@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from course_tools.course import REPO_ROOT, Workspace, assignments, notebooks
+from course_tools.course import REPO_ROOT, Workspace, notebooks
 from course_tools.authoring.examples import EXAMPLES, Example, handed_in_files
 from course_tools.authoring.release import generate_release
 from course_tools.authoring.submissions import learner_notebook, write_submission
@@ -48,7 +48,7 @@ def format_table(rows: list[list[str]]) -> str:
 def run_demo(workdir: str | Path = "build/demo") -> int:
     from course_tools.grading.class_grading import grade_class
     from course_tools.grading.engine import CourseSpec, GradeOptions
-    from course_tools.grading.sandbox import SandboxSettings, SandboxUnavailable, probe
+    from course_tools.grading.sandbox import sandbox_for_trusted_code
 
     started = time.perf_counter()
     workdir = (REPO_ROOT / workdir).resolve()
@@ -58,14 +58,7 @@ def run_demo(workdir: str | Path = "build/demo") -> int:
     if workdir.exists():
         shutil.rmtree(workdir)
     workspace = Workspace(workdir)
-    sandbox: SandboxSettings | None = SandboxSettings()
-    try:
-        probe()
-    except SandboxUnavailable as why:
-        # The demo grades the course's own examples, which are trusted code.
-        sandbox = None
-        print(f"      no grading sandbox on this machine ({str(why).splitlines()[0]}); the demo grades its own "
-              "examples without it. Grade real submissions only where bubblewrap works.")
+    sandbox = sandbox_for_trusted_code("the demo's examples")
     for name in names:
         workspace.generate(name)
     print(f"[2/3] demo course created in {workdir} (gradebook {workspace.db_url})")

@@ -80,8 +80,8 @@ def gradebook_rows(workspace: Workspace, assignment: str,
                     row[f"{name}:{cell}"] = "" if score is None else f"{score:g}"
             row.update(late_columns(scores["score"] + scores["bonus"], late.get(student)))
         for name, measured in (records.get(student) or {}).get("notebooks", {}).items():
-            row.update({f"{name}/{number}": f"{value:.6g}" for number, value in measured.get("numbers", {}).items()
-                        if number in numbers.get(name, ())})
+            if name in numbers:  # a notebook the gradebook knows: its numbers all have columns
+                row.update({f"{name}/{number}": f"{value:.6g}" for number, value in measured.get("numbers", {}).items()})
         row.update(_flags(records.get(student)))
         rows.append(row)
     return columns, rows

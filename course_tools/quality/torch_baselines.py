@@ -227,8 +227,11 @@ class _Planned:
     variant: str
     seed: int
     mode: str
-    student: str
     learner: Execution | None = None
+
+    @property
+    def student(self) -> str:
+        return f"{self.variant}-seed{self.seed}-{self.mode}"
 
 
 def _runs_as_learner(assignment: str, mode: str) -> bool:
@@ -247,20 +250,13 @@ def run_variants(assignment: str, wanted: Iterable[tuple[str, int, str]], *, job
     """
     from course_tools.grading.class_grading import grade_class
     from course_tools.grading.engine import CourseSpec, GradeOptions
-    from course_tools.grading.sandbox import SandboxSettings, SandboxUnavailable, probe
+    from course_tools.grading.sandbox import sandbox_for_trusted_code
 
-    log = log or sys.stdout
-    planned = [_Planned(variant, seed, mode, f"{variant}-seed{seed}-{mode}") for variant, seed, mode in wanted]
-    if mode_errors := [p.mode for p in planned if p.mode not in ("normal", "autograde")]:
-        raise ValueError(f"mode must be 'normal' or 'autograde', got {mode_errors[0]!r}")
-    sandbox: SandboxSettings | None = SandboxSettings()
-    try:
-        probe()
-    except SandboxUnavailable as why:
-        # The baselines grade the course's own reference and weak variants, which are trusted code.
-        sandbox = None
-        print(f"no grading sandbox on this machine ({str(why).splitlines()[0]}): grading the variants without it",
-              file=log, flush=True)
+    planned = [_Planned(variant, seed, mode) for variant, seed, mode in wanted]
+    for run in planned:
+        if run.mode not in ("normal", "autograde"):
+            raise ValueError(f"mode must be 'normal' or 'autograde', got {run.mode!r}")
+    sandbox = sandbox_for_trusted_code("the variants", log)
     name = NOTEBOOK[assignment]
     with tempfile.TemporaryDirectory(prefix="mytorch-baselines-") as tmp:
         workspace = Workspace(Path(tmp) / "course")

@@ -18,7 +18,7 @@ seed, and calls the verdict module's function of the same name. A wrong answer
 nbgrader scores 0; the message is what the learner reads.
 
 The nbgrader preprocessors around this are in :mod:`course_tools.authoring.nbgrader_ext`;
-in-process runs (tests, PyTorch baselines) call :func:`decide_notebook`.
+in-process runs (tests) call :func:`decide_notebook`.
 """
 
 from __future__ import annotations
@@ -207,46 +207,42 @@ def decide_cell(cell: Any, seed: int, code: str) -> None:
         cell["outputs"].append(error_output(message))
 
 
+def _hidden_cells(nb: Any) -> Iterable[tuple[Any, str, HiddenCall]]:
+    """(cell, grade_id, call) of every hidden cell of a notebook."""
+    for cell in nb.cells:
+        if is_test_cell(cell):
+            call = hidden_call(str(cell.source))
+            if call is not None:
+                yield cell, cell.metadata["nbgrader"]["grade_id"], call
+
+
+def _seeded_hidden_cells(nb: Any, seed_of: Callable[[str], int] | None) -> Iterable[tuple[Any, HiddenCall, int]]:
+    """(cell, call, seed) of every hidden cell; without ``seed_of``, each check's default seed."""
+    for cell, grade_id, call in _hidden_cells(nb):
+        yield cell, call, seed_of(grade_id) if seed_of else default_seed(call.check)
+
+
+def hidden_calls(nb: Any) -> Iterable[tuple[str, HiddenCall]]:
+    """(grade_id, call) of every hidden cell of a notebook."""
+    for _, grade_id, call in _hidden_cells(nb):
+        yield grade_id, call
+
+
 def seed_notebook(nb: Any, seed_of: Callable[[str], int]) -> None:
     """Write each hidden cell's seed (``seed_of(grade_id)``) into its probe call."""
-    for cell in nb.cells:
-        if not is_test_cell(cell):
-            continue
-        call = hidden_call(str(cell.source))
-        if call is not None:
-            grade_id = cell.metadata["nbgrader"]["grade_id"]
-            cell.source = seeded_source(str(cell.source), call, seed_of(grade_id))
+    for cell, call, seed in _seeded_hidden_cells(nb, seed_of):
+        cell.source = seeded_source(str(cell.source), call, seed)
 
 
 def decide_notebook(nb: Any, seed_of: Callable[[str], int] | None = None) -> None:
     """Turn every hidden cell's record into a verdict (``seed_of`` as given to :func:`seed_notebook`).
 
     Without ``seed_of``, each cell is expected to have run with its default seed (an unseeded run
-    of a source notebook, as the tests and the PyTorch baselines do).
+    of a source notebook, as the tests do).
     """
     code = learner_code(nb)
     for cell, _, seed in _seeded_hidden_cells(nb, seed_of):
         decide_cell(cell, seed, code)
-
-
-def _seeded_hidden_cells(nb: Any, seed_of: Callable[[str], int] | None) -> Iterable[tuple[Any, HiddenCall, int]]:
-    """(cell, call, seed) of every hidden cell; without ``seed_of``, each check's default seed."""
-    for cell in nb.cells:
-        if not is_test_cell(cell):
-            continue
-        call = hidden_call(str(cell.source))
-        if call is not None:
-            grade_id = cell.metadata["nbgrader"]["grade_id"]
-            yield cell, call, seed_of(grade_id) if seed_of else default_seed(call.check)
-
-
-def hidden_calls(nb: Any) -> Iterable[tuple[str, HiddenCall]]:
-    """(grade_id, call) of every hidden cell of a notebook."""
-    for cell in nb.cells:
-        if is_test_cell(cell):
-            call = hidden_call(str(cell.source))
-            if call is not None:
-                yield cell.metadata["nbgrader"]["grade_id"], call
 
 
 def grader_numbers(nb: Any, seed_of: Callable[[str], int] | None = None) -> dict[str, float]:

@@ -318,7 +318,7 @@ check_test_accuracy_90 = _test_accuracy("check_test_accuracy_90", 0.90)
 
 
 def metrics(evidence: dict[str, Evidence]) -> dict[str, float]:
-    """Numbers the PyTorch baselines report, from the records of one run (behaviour -> evidence)."""
+    """The grader's numbers of one run, from its records (behaviour -> evidence): records, CSV, baselines."""
     out: dict[str, float] = {}
     for name, behaviour, measure in (("test_accuracy", "check_test_accuracy_90", test_accuracy),
                                      ("val_accuracy", "check_val_accuracy", validation_accuracy)):

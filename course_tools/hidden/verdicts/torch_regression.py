@@ -340,7 +340,7 @@ check_heldout_target = _heldout("check_heldout_target", TARGET_MSE)
 
 
 def metrics(evidence: dict[str, Evidence]) -> dict[str, float]:
-    """Numbers the PyTorch baselines report, from the records of one run (behaviour -> evidence)."""
+    """The grader's numbers of one run, from its records (behaviour -> evidence): records, CSV, baselines."""
     out: dict[str, float] = {}
     run = evidence.get("check_training_run")
     try:
